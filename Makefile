@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both bootstrap everything.
+SHELL := /bin/bash
+VENV := image/.venv
+PY := $(VENV)/bin/python
+# sshd for the simulated Sparks; the system python3 runs sparksim's tools as the nodes' users;
+# iproute2 for network namespaces (blackholed nodes); procps for pkill; util-linux for unshare.
+APT_PACKAGES := openssh-server openssh-client python3 iproute2 procps util-linux
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap apt venv demo test test-unit bench clean
+
+help:
+	@echo "make demo   - the dashboard on http://127.0.0.1:9999 against two simulated Sparks"
+	@echo "make test   - the whole test suite (unit tests first, then real sshd nodes)"
+	@echo "make bench  - benchmarks (see docs/PERFORMANCE.md)"
+
+bootstrap: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: image/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e 'image[dev]'
+	touch $@
+
+demo: bootstrap
+	cd image && .venv/bin/python -m sparksim.demo
+
+test: bootstrap
+	cd image && .venv/bin/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	cd image && .venv/bin/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: bootstrap
+	cd image && .venv/bin/python ../bench/ssh_status.py
+
+clean:
+	rm -rf $(VENV) test-artifacts

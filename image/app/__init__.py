@@ -1,0 +1,1 @@
+"""spark-control: control plane and OpenAI-compatible gateway for DGX Spark clusters."""

@@ -1,0 +1,117 @@
+"""The one error hierarchy of spark-control, and the one place it becomes HTTP.
+
+    SparkControlError (500)              base: anything we raise on purpose
+    ├── InvalidInput (400)               a user value failed validation (shellsafe, API bodies)
+    ├── NotFound (404)                   unknown node, model, service, container
+    ├── Conflict (409)                   an operation is already running on that node
+    ├── ConfigError (500)                a config file or env var is wrong (named in the message)
+    └── NodeError (502)                  talking to a node failed
+        ├── NodeUnreachable (503)        cannot connect / connection lost / host key refused
+        ├── NodeTimeout (504)            the node did not answer in time
+        └── RemoteCommandFailed (502)    the command ran and exited non-zero (or was cut off)
+
+Library exceptions (asyncssh, OSError, asyncio.TimeoutError) are translated into these
+at exactly one boundary (app/ssh.py), re-raised `from exc`, so routers never see them.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class SparkControlError(Exception):
+    """Base class. `status` is the HTTP status; `message` is safe to show a user."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict:
+        body = {"error": {"message": self.message, "type": type(self).__name__, "code": self.code}}
+        if self.field is not None:
+            body["error"]["field"] = self.field
+        return body
+
+
+class InvalidInput(SparkControlError):
+    status = 400
+    code = "invalid_input"
+
+
+class NotFound(SparkControlError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(SparkControlError):
+    status = 409
+    code = "conflict"
+
+
+class ConfigError(SparkControlError):
+    """A configuration mistake. The message names the file (or variable), the key and the problem."""
+
+    status = 500
+    code = "config_error"
+
+
+class NodeError(SparkControlError):
+    status = 502
+    code = "node_error"
+
+    def __init__(self, message: str, *, node: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.node = node
+
+    def to_dict(self) -> dict:
+        body = super().to_dict()
+        if self.node is not None:
+            body["error"]["node"] = self.node
+        return body
+
+
+class NodeUnreachable(NodeError):
+    status = 503
+    code = "node_unreachable"
+
+
+class NodeTimeout(NodeError):
+    status = 504
+    code = "node_timeout"
+
+
+class RemoteCommandFailed(NodeError):
+    status = 502
+    code = "remote_command_failed"
+
+    def __init__(self, message: str, *, node: str | None = None, exit_status: int | None = None,
+                 stderr: str = "") -> None:
+        super().__init__(message, node=node)
+        self.exit_status = exit_status
+        self.stderr = stderr
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the hierarchy (and FastAPI's own validation errors) to JSON responses."""
+
+    @app.exception_handler(SparkControlError)
+    async def _spark_control_error(_request: Request, exc: SparkControlError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        message = "Invalid request: " + "; ".join(problems)
+        return JSONResponse(
+            {"error": {"message": message, "type": "InvalidInput", "code": "invalid_input"}},
+            status_code=422,
+        )

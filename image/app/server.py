@@ -1,0 +1,155 @@
+"""The FastAPI entry point: `create_app(settings)`, the CSRF guard, routers and the dashboard.
+
+`uvicorn app.server:app --port 9999` works from image/: `app` is built on first access (module
+`__getattr__`), so importing this module creates nothing, and a configuration mistake ends the
+process with one readable line instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import status
+from app.connectivity import ConnectivityLog, ConnectivityMonitor
+from app.errors import ConfigError, install_error_handlers
+from app.settings import Settings
+from app.ssh import NodePool
+
+log = logging.getLogger("spark_control")
+
+_STATIC_DIR = Path(__file__).parent / "static"
+
+# Endpoints that downstream apps call from other origins (browser apps on other ports/hosts).
+# Everything else that changes state must come from the dashboard's own origin.
+_CSRF_EXEMPT_PREFIXES: tuple[str, ...] = ("/v1/", "/redact/v1/", "/api/redact", "/api/unredact")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _origin_host(value: str) -> str | None:
+    """'http://host:port/path' -> 'host:port' (default ports made explicit); None if unparsable."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname.lower()}:{port}"
+
+
+class CSRFGuard:
+    """Pure ASGI middleware: a state-changing request whose Origin (or Referer) host differs
+    from the Host it was sent to gets 403. Requests with neither header (curl, SDKs) pass:
+    browsers always send Origin on cross-origin POSTs, which is what this defends against."""
+
+    def __init__(self, app, exempt_prefixes: tuple[str, ...] = _CSRF_EXEMPT_PREFIXES) -> None:
+        self.app = app
+        self.exempt_prefixes = exempt_prefixes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS \
+                and not scope["path"].startswith(self.exempt_prefixes):
+            reason = self._refusal(scope)
+            if reason:
+                response = JSONResponse(
+                    {"error": {"message": reason, "type": "CSRFRefused", "code": "csrf_refused"}},
+                    status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _refusal(scope) -> str | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        source = headers.get("origin") or headers.get("referer")
+        if source is None:
+            return None
+        served = _origin_host(f"{scope.get('scheme', 'http')}://{headers.get('host', '')}")
+        claimed = _origin_host(source)
+        if claimed != served:
+            return (f"cross-origin request refused: {source!r} is not this dashboard ({served}). "
+                    "Control endpoints only accept requests from the spark-control page itself; "
+                    "downstream apps should use the /v1/ proxy endpoints.")
+        return None
+
+
+def _package_version() -> str:
+    try:
+        return version("spark-control")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Long-lived things (SSH pool, monitor) are created in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        s: Settings = app.state.settings
+        try:
+            s.ensure_data_dir()
+        except OSError as exc:  # the data files degrade on their own; never a crash at startup
+            log.warning("cannot create the data directory for %s: %s", s.connectivity_log_path, exc)
+        app.state.pool = NodePool(s)
+        app.state.status = status.StatusService(app.state.pool, timeout_s=min(5.0, s.ssh_command_timeout_s))
+        conn_log = ConnectivityLog(s.connectivity_log_path, s.connectivity_history)
+        conn_log.load()
+        app.state.connectivity = ConnectivityMonitor(
+            conn_log, list(app.state.pool.nodes), app.state.status.connectivity_probe, s.connectivity_interval_s,
+            on_round=app.state.status.round_finished)
+        app.state.connectivity.start()
+        try:
+            yield
+        finally:
+            await app.state.connectivity.stop()
+            await app.state.pool.close()
+
+    app = FastAPI(title="spark-control", version=_package_version(), lifespan=lifespan,
+                  description="Control plane and OpenAI-compatible gateway for DGX Spark clusters.")
+    app.state.settings = settings or Settings.from_env()
+    app.state.version = _package_version()
+    app.state.started_monotonic = time.monotonic()
+    install_error_handlers(app)
+    app.add_middleware(CSRFGuard)
+    app.include_router(status.build_router())
+
+    if _STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=_STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def dashboard() -> FileResponse:
+            return FileResponse(_STATIC_DIR / "index.html")
+
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return create_app()
+    except ConfigError as exc:
+        print(f"spark-control: configuration error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str):
+    # `uvicorn app.server:app` looks up `app` here; it is built on that first access only.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = _app_from_environment()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""Every environment variable spark-control reads, typed and read once.
+
+The node inventory is open-ended (`SPARK1_HOST`, `SPARK2_HOST`, ... `SPARK{n}_HOST`), which a
+fixed settings class cannot declare, so `Settings.from_env()` reads it by hand and everything
+else through pydantic-settings. A mistake becomes a ConfigError naming the variable, the value
+and what would be accepted; nothing here touches the disk except `ensure_data_dir()`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+_NODE_VAR = re.compile(r"^SPARK(\d+)_HOST$")
+_LOCAL_HOSTS = {"local", "localhost-local"}  # `SPARK1_HOST=local` means: this machine, no SSH
+
+
+class NodeConfig(BaseModel):
+    """One Spark. `host="local"` runs commands on this machine without SSH."""
+
+    name: str
+    host: str
+    user: str
+    port: int = 22
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in _LOCAL_HOSTS
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """`/data` inside the container; a per-user directory everywhere else."""
+    env = os.environ if env is None else env
+    container_data = Path("/data")
+    if container_data.is_dir() and os.access(container_data, os.W_OK):
+        return container_data
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "spark-control"
+
+
+class Settings(BaseSettings):
+    """Declared settings; the names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    nodes: list[NodeConfig] = Field(default_factory=list, exclude=True)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    bind_port: int = Field(9999, ge=1, le=65535)
+    ssh_key_path: Path | None = None
+    ssh_dir: Path = Field(default_factory=lambda: Path.home() / ".ssh")
+    ssh_known_hosts: Path | None = None
+    models_yaml: Path | None = None
+    models_overrides: Path | None = None
+    services_overrides: Path | None = None
+    redaction_map_db: Path | None = None
+    connectivity_log: Path | None = None
+    # How often the connectivity probe looks at every node, and how much history it keeps.
+    connectivity_interval_s: float = Field(5.0, gt=0)
+    connectivity_history: int = Field(2000, ge=10)
+    # SSH: a dead node is noticed after about keepalive_interval * keepalive_count seconds.
+    ssh_connect_timeout_s: float = Field(5.0, gt=0)
+    ssh_command_timeout_s: float = Field(15.0, gt=0)
+    ssh_keepalive_interval_s: float = Field(2.0, gt=0)
+    ssh_keepalive_count: int = Field(3, ge=1)
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.ssh_known_hosts or self.ssh_dir / "known_hosts"
+
+    @property
+    def redaction_map_db_path(self) -> Path:
+        return self.redaction_map_db or self.data_dir / "redaction_maps.db"
+
+    @property
+    def connectivity_log_path(self) -> Path:
+        return self.connectivity_log or self.data_dir / "connectivity.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Read the environment; a bad value raises ConfigError naming the variable."""
+        env = dict(os.environ if environ is None else environ)
+        nodes = overrides.pop("nodes", None)
+        if nodes is None:
+            nodes = nodes_from_env(env)
+        declared = {k.lower(): v for k, v in env.items() if k.lower() in cls.model_fields}
+        declared = {k: v for k, v in declared.items() if v != ""}  # empty = unset
+        declared.setdefault("data_dir", default_data_dir(env))
+        try:
+            # Validate the environment's strings explicitly, so a test's `environ` is honoured.
+            return cls.model_validate({**declared, **overrides, "nodes": nodes})
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation_error(exc)) from None
+
+    def ensure_data_dir(self) -> None:
+        """Create the directories the data files live in (the seed crashed when they were missing)."""
+        for path in (self.redaction_map_db_path, self.connectivity_log_path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def nodes_from_env(env: Mapping[str, str]) -> list[NodeConfig]:
+    """SPARK{n}_HOST / _USER / _PORT for any n, ordered by n. None configured -> this machine."""
+    numbers = sorted(int(m.group(1)) for key in env if (m := _NODE_VAR.match(key)) and env[key])
+    default_user = env.get("USER") or getpass.getuser()
+    nodes = []
+    for n in numbers:
+        port_text = env.get(f"SPARK{n}_PORT", "22") or "22"
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(
+                f"environment variable SPARK{n}_PORT: {port_text!r} is not a TCP port; use a number 1-65535"
+            )
+        nodes.append(
+            NodeConfig(
+                name=f"spark{n}",
+                host=env[f"SPARK{n}_HOST"].strip(),
+                user=(env.get(f"SPARK{n}_USER") or default_user).strip(),
+                port=int(port_text),
+            )
+        )
+    if not nodes:
+        nodes.append(NodeConfig(name="spark1", host="local", user=default_user))
+    return nodes
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        value = err.get("input")
+        parts.append(f"environment variable {field.upper()}={value!r}: {err['msg']}")
+    return "; ".join(parts)

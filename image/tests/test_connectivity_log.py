@@ -1,0 +1,73 @@
+"""The connectivity log: transitions, uptime, bounded history, atomic and forgiving file handling."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from app.connectivity import ConnectivityLog, write_atomically
+
+
+def test_transitions_and_uptime(tmp_path):
+    log = ConnectivityLog(tmp_path / "c.json", max_events=100)
+    assert log.record("spark1", True, latency_ms=3.0, reason=None, now=100.0)
+    assert not log.record("spark1", True, latency_ms=3.0, reason=None, now=130.0)
+    assert log.record("spark1", False, latency_ms=None, reason="connection refused", now=160.0)
+    assert log.record("spark1", True, latency_ms=2.0, reason=None, now=170.0)
+    s = log.summary()["nodes"]["spark1"]
+    # up 100->160 (60 s), down 160->170 (10 s)
+    assert s["uptime_ratio"] == 60 / 70
+    assert s["state"] == "up" and s["since"] == 170.0 and s["failures"] == 1 and s["checks"] == 4
+    states = [(e["state"], e["reason"]) for e in log.summary()["transitions"]]
+    assert states == [("up", None), ("down", "connection refused"), ("up", None)]
+
+
+def test_history_is_bounded(tmp_path):
+    log = ConnectivityLog(tmp_path / "c.json", max_events=10)
+    for i in range(50):
+        log.record("spark1", i % 2 == 0, latency_ms=None, reason="x", now=float(i))
+    assert len(log.events) == 10 and log.events[-1]["ts"] == 49.0
+
+
+def test_save_and_load_round_trip_into_a_missing_directory(tmp_path):
+    path = tmp_path / "not" / "yet" / "c.json"
+    log = ConnectivityLog(path, max_events=10)
+    log.record("spark2", False, latency_ms=None, reason="timed out", now=5.0)
+    log.save(force=True)
+    again = ConnectivityLog(path, max_events=10)
+    again.load()
+    assert again.summary()["nodes"]["spark2"]["reason"] == "timed out"
+    assert again.log_problem is None
+
+
+def test_missing_file_starts_empty(tmp_path):
+    log = ConnectivityLog(tmp_path / "absent" / "c.json", max_events=10)
+    log.load()
+    assert log.summary()["nodes"] == {} and log.log_problem is None
+
+
+def test_corrupt_file_is_moved_aside_not_fatal(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"version": 1, "nodes": {')  # cut off mid-write by an older tool
+    log = ConnectivityLog(path, max_events=10)
+    log.load()
+    assert log.summary()["nodes"] == {}
+    assert "unreadable" in log.log_problem
+    assert not path.exists() and list(tmp_path.glob("c.json.unreadable-*"))
+
+
+def test_unwritable_location_is_reported_not_raised(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    log = ConnectivityLog(blocker / "c.json", max_events=10)  # parent is a file: cannot be created
+    log.record("spark1", True, latency_ms=1.0, reason=None)
+    log.save(force=True)
+    assert log.log_problem and log.log_problem.startswith("cannot write")
+
+
+def test_write_atomically_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "c.json"
+    write_atomically(path, json.dumps({"a": 1}))
+    write_atomically(path, json.dumps({"a": 2}))
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert os.listdir(tmp_path) == ["c.json"]
