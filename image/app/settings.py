@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     redaction_map_db: Path | None = None
     connectivity_log: Path | None = None
     # How often the connectivity probe looks at every node, and how much history it keeps.
-    connectivity_interval_s: float = Field(5.0, gt=0)
+    connectivity_interval_s: float = Field(3.0, gt=0)
     connectivity_history: int = Field(2000, ge=10)
     # SSH: a dead node is noticed after about keepalive_interval * keepalive_count seconds.
     ssh_connect_timeout_s: float = Field(5.0, gt=0)

@@ -88,9 +88,9 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
         )
     except OSError as exc:
         message, code = _start_error(argv[0], exc)
-        container.write("error", message)
         container.write("finished_at", time.time())
         container.write("exit_code", code)
+        container.write("error", message)  # last: `docker run` waits for it, then reads the code
         os.close(log_fd)
         return None
     child_holder[:] = [child]
