@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := image/.venv
 PY := $(VENV)/bin/python
 # sshd for the simulated Sparks; the system python3 runs sparksim's tools as the nodes' users;
-# iproute2 for network namespaces (blackholed nodes); procps for pkill; util-linux for unshare.
-APT_PACKAGES := openssh-server openssh-client python3 iproute2 procps util-linux
+# iproute2 for network namespaces (blackholed nodes); procps for pkill; util-linux for unshare;
+# chromium for the dashboard tests (Playwright drives it; no browser download).
+APT_PACKAGES := openssh-server openssh-client python3 iproute2 procps util-linux chromium
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap apt venv demo test test-unit bench clean

@@ -63,10 +63,12 @@ job = json.load(sys.stdin)
 delay = job["start_at"] - time.time()
 if delay > 0:
     time.sleep(delay)
-t0 = time.perf_counter()
+times = []
 for command in job["commands"]:
+    t0 = time.perf_counter()
     subprocess.run(["sh", "-c", command], stdin=subprocess.DEVNULL, capture_output=True)
-print(time.perf_counter() - t0)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
 """
 
 
@@ -79,6 +81,7 @@ class Bench:
         self.rounds = rounds
         self.settings = Settings.from_env(cluster.app_env())
         self.pool = NodePool(self.settings)
+        self.per_command: dict[str, list[float]] = {}  # section -> on-node seconds per round
         self.status = StatusService(self.pool, timeout_s=min(5.0, self.settings.ssh_command_timeout_s))
         self.ssh_base = [
             "ssh", "-i", str(cluster.client_key),
@@ -154,17 +157,22 @@ class Bench:
         await asyncio.gather(*(self.ssh(n, "true") for n in self.cluster.nodes))
 
     # on-node only (returns the slower node's own measurement)
-    async def on_node(self, commands: list[str]) -> float:
-        job = json.dumps({"start_at": time.time() + 0.15, "commands": commands})
+    async def on_node(self, commands: list[str]) -> list[list[float]]:
+        """Both nodes run `commands` together, each timing itself: seconds per command per node."""
+        job = json.dumps({"start_at": time.time() + 0.1, "commands": commands})
         command = f"{NODE_PYTHON} -c {shlex.quote(_ON_NODE_TIMER)}"
         results = await asyncio.gather(*(self.pool.run(n.name, command, input=job) for n in self.cluster.nodes))
-        return max(float(r.stdout.strip()) for r in results)
+        return [json.loads(r.stdout) for r in results]
 
     async def node_script(self) -> float:
-        return await self.on_node([probes.STATUS_SCRIPT])
+        return max(times[0] for times in await self.on_node([probes.STATUS_SCRIPT]))
 
     async def node_sequential(self) -> float:
-        return await self.on_node(list(probes.SECTION_COMMANDS.values()))
+        """The 9 commands one after another; each command's time (slower node) is kept too."""
+        per_node = await self.on_node(list(probes.SECTION_COMMANDS.values()))
+        for name, times in zip(probes.SECTION_COMMANDS, zip(*per_node)):
+            self.per_command.setdefault(name, []).append(max(times))
+        return max(sum(times) for times in per_node)
 
     async def first_connect_only(self) -> float:
         """Connect + auth of both nodes, nothing else (a new pool's connections, no command)."""
@@ -179,17 +187,16 @@ class Bench:
 
 # ---------------------------------------------------------------- measuring and printing
 
-ROWS = [
-    # key, label, kind: "wall" = timed here around the call; "self" = the call returns its own time
-    ("a_warm", "(a) spark-control: probe_all(), pooled connections (warm)", "wall"),
-    ("a_cold", "(a) cold: new pool, connect+auth+probe", "self"),
-    ("b", "(b) new `ssh` per command, 9 commands/node sequential", "wall"),
-    ("c", "(c) new `ssh` per node, whole status script", "wall"),
-    ("t_pool", "transport: `true` over the pool", "wall"),
-    ("t_ssh", "transport: `true`, new `ssh` process", "wall"),
-    ("connect", "transport: connect+auth only, new asyncssh pool", "self"),
-    ("node_script", "on node: status script (parallel commands), no SSH", "self"),
-    ("node_seq", "on node: the 9 commands one after another, no SSH", "self"),
+ROWS = [  # key, label; the steps themselves are listed in measure()
+    ("a_warm", "(a) spark-control: probe_all(), pooled connections (warm)"),
+    ("a_cold", "(a) cold: new pool, connect+auth+probe"),
+    ("b", "(b) new `ssh` per command, 9 commands/node sequential"),
+    ("c", "(c) new `ssh` per node, whole status script"),
+    ("t_pool", "transport: `true` over the pool"),
+    ("t_ssh", "transport: `true`, new `ssh` process"),
+    ("connect", "transport: connect+auth only, new asyncssh pool"),
+    ("node_script", "on node: status script (parallel commands), no SSH"),
+    ("node_seq", "on node: the 9 commands one after another, no SSH"),
 ]
 
 
@@ -197,6 +204,10 @@ def p90(values: list[float]) -> float:
     """Nearest-rank 90th percentile."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def ratio(x: float) -> str:
+    return f"{x:.0f}x" if x >= 10 else f"{x:.1f}x" if x >= 0.1 else f"{x:.2f}x"
 
 
 def machine_info() -> list[str]:
@@ -225,7 +236,7 @@ def machine_info() -> list[str]:
 
 
 async def measure(bench: Bench) -> tuple[dict[str, list[float]], float]:
-    samples: dict[str, list[float]] = {key: [] for key, _, _ in ROWS}
+    samples: dict[str, list[float]] = {key: [] for key, _ in ROWS}
     steps: list[tuple[str, Callable[[], Awaitable], str]] = [
         ("a_warm", bench.a_warm, "wall"), ("a_cold", bench.a_cold, "self"),
         ("b", bench.b_per_command, "wall"), ("c", bench.c_per_node, "wall"),
@@ -240,8 +251,10 @@ async def measure(bench: Bench) -> tuple[dict[str, list[float]], float]:
     bench.check_statuses(await bench.status.probe_all(), "first refresh")
     first = time.perf_counter() - t0
 
-    for _, step, _ in steps:  # one untimed warm-up of everything
-        await step()
+    for key, step, _ in steps:  # one untimed warm-up (b is nine of t_ssh: skipped to save time)
+        if key != "b":
+            await step()
+    bench.per_command.clear()
 
     for r in range(bench.rounds):
         shift = r % len(steps)
@@ -252,8 +265,10 @@ async def measure(bench: Bench) -> tuple[dict[str, list[float]], float]:
                 samples[key].append(time.perf_counter() - t0)
             else:
                 samples[key].append(await step())
-        print(f"\rround {r + 1}/{bench.rounds}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        if sys.stderr.isatty():
+            print(f"\rround {r + 1}/{bench.rounds}", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     return samples, first
 
 
@@ -264,23 +279,23 @@ async def measure_and_close(bench: Bench) -> tuple[dict[str, list[float]], float
         await bench.pool.close()  # in the loop that opened the connections
 
 
-def render(samples: dict[str, list[float]], first: float, rounds: int) -> str:
+def render(samples: dict[str, list[float]], first: float, rounds: int, per_command: dict[str, list[float]]) -> str:
     ms = {key: [v * 1000 for v in values] for key, values in samples.items()}
     med = {key: statistics.median(values) for key, values in ms.items()}
     base = med["a_warm"]
-    label_w = max(len(label) for _, label, _ in ROWS)
+    label_w = max(len(label) for _, label in ROWS)
 
     def table(keys: list[str], with_ratio: bool) -> list[str]:
         head = f"{'both nodes, ms':<{label_w}}  {'median':>8}  {'p90':>8}  {'min':>8}"
         head += f"  {'x (a)':>7}" if with_ratio else ""
         lines = [head, "-" * len(head)]
-        for key, label, _ in ROWS:
+        for key, label in ROWS:
             if key not in keys:
                 continue
             values = ms[key]
             line = f"{label:<{label_w}}  {med[key]:8.1f}  {p90(values):8.1f}  {min(values):8.1f}"
             if with_ratio:
-                line += f"  {med[key] / base:6.1f}x"
+                line += f"  {ratio(med[key] / base):>7}"
             lines.append(line)
         return lines
 
@@ -290,6 +305,13 @@ def render(samples: dict[str, list[float]], first: float, rounds: int) -> str:
     out += ["", f"very first refresh of the process (cold, one-time costs included): {first * 1000:.1f} ms", ""]
     out += ["Where the time goes (medians):", ""]
     out += table(["node_script", "node_seq", "t_pool", "t_ssh", "connect"], with_ratio=False)
+    out += ["", "On-node time per command (run one after another; slower node; median / p90 / min ms):", ""]
+    for name, command in probes.SECTION_COMMANDS.items():
+        values = [v * 1000 for v in per_command.get(name, [])]
+        short = command if len(command) <= 40 else command[:37] + "..."
+        if values:
+            out.append(f"  {name:<14}{short:<42}{statistics.median(values):8.1f}  {p90(values):8.1f}  "
+                       f"{min(values):8.1f}")
     overhead = med["a_warm"] - med["node_script"]
     predicted_b = n_cmds * med["t_ssh"] + med["node_seq"]
     out += [
@@ -320,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sparksim.cluster import SimCluster
 
+    load_before = os.getloadavg()  # before anything of ours runs
     started = time.perf_counter()
     cluster = SimCluster(2)
     try:
@@ -330,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         print("(b)/(c) : " + shlex.join(bench.ssh_argv(cluster.nodes[0], "CMD")))
         print()
         samples, first = asyncio.run(measure_and_close(bench))
-        print(render(samples, first, args.rounds))
+        load_after = os.getloadavg()
+        print(render(samples, first, args.rounds, bench.per_command))
+        print("\nload average (1/5/15 min) at start: {:.2f} {:.2f} {:.2f}; at the end (this run "
+              "included): {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
+        if load_before[0] > len(os.sched_getaffinity(0)) / 2:
+            print("warning: the machine was already busy when the run started; the numbers include "
+                  "that contention (run it on a quiet machine)")
     finally:
         cluster.stop()
     print(f"\n(whole run, cluster start and stop included: {time.perf_counter() - started:.0f} s)")

@@ -82,7 +82,9 @@ class ConnectivityLog:
         entry["latency_ms"] = latency_ms
         entry["reason"] = None if ok else reason
         if changed:
-            self.events.append({"ts": now, "node": node, "state": state, "reason": entry["reason"]})
+            first = entry["checks"] == 1  # the first observation, not a recovery
+            self.events.append({"ts": now, "node": node, "state": state, "reason": entry["reason"],
+                                "first_seen": first})
             del self.events[:-self.max_events]
         return changed
 

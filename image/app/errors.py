@@ -19,6 +19,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class SparkControlError(Exception):
@@ -103,6 +104,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SparkControlError)
     async def _spark_control_error(_request: Request, exc: SparkControlError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and wrong methods: the same error shape as everything else.
+        message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {_request.method} {_request.url.path} (see docs/API.md)"
+        return JSONResponse({"error": {"message": message, "type": "HTTPError", "code": str(exc.status_code)}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -83,6 +83,16 @@ class CSRFGuard:
         return None
 
 
+class _RevalidatedStaticFiles(StaticFiles):
+    """The dashboard's modules carry no version in their names: browsers must revalidate
+    (ETag, 304) so an upgrade never runs yesterday's JavaScript against today's API."""
+
+    def file_response(self, *args, **kwargs):
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def _package_version() -> str:
     try:
         return version("spark-control")
@@ -124,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(status.build_router())
 
     if _STATIC_DIR.is_dir():
-        app.mount("/static", StaticFiles(directory=_STATIC_DIR), name="static")
+        app.mount("/static", _RevalidatedStaticFiles(directory=_STATIC_DIR), name="static")
 
         @app.get("/", include_in_schema=False)
         async def dashboard() -> FileResponse:

@@ -114,8 +114,7 @@ class SSHNode:
             wait = self._next_attempt_at - time.monotonic()
             if wait > 0:
                 # Backing off: answer at once with the last reason instead of piling up connects.
-                raise NodeUnreachable(
-                    f"{self.name}: {self.last_error or 'unreachable'} (retrying in {wait:.1f} s)", node=self.name)
+                raise NodeUnreachable(f"{self.name}: {self.last_error or 'unreachable'}", node=self.name)
             try:
                 self._conn = await self._open()
             except NodeError as exc:

@@ -21,6 +21,9 @@ from app.errors import SparkControlError
 from app.ssh import NodePool
 
 
+_STREAM_LIFETIME_S = 300.0
+
+
 class StatusService:
     def __init__(self, pool: NodePool, timeout_s: float) -> None:
         self.pool = pool
@@ -81,10 +84,18 @@ def build_router() -> APIRouter:
         monitor = request.app.state.connectivity
 
         async def events():
-            while not await request.is_disconnected():
+            # A stream ends after a while and the browser's EventSource reconnects on its own:
+            # an endless response would hold up a graceful shutdown of the server.
+            ends_at = time.monotonic() + _STREAM_LIFETIME_S
+            yield "retry: 1000\n\n"
+            if len(service.latest) < len(service.pool.nodes):
+                await service.wait_for_round(timeout=10.0)  # the first event carries every node
+            while time.monotonic() < ends_at and not await request.is_disconnected():
                 nodes = [service.latest[n] for n in service.pool.nodes if n in service.latest]
-                payload = {"nodes": nodes, "connectivity": monitor.log.summary(), "generated_at": time.time()}
-                payload["connectivity"]["transitions"] = payload["connectivity"]["transitions"][:50]
+                connectivity = monitor.log.summary()
+                connectivity["transitions"] = connectivity["transitions"][:50]
+                connectivity["interval_s"] = monitor.interval_s
+                payload = {"nodes": nodes, "connectivity": connectivity, "generated_at": time.time()}
                 yield f"event: status\ndata: {json.dumps(payload)}\n\n"
                 await service.wait_for_round(timeout=max(15.0, monitor.interval_s * 3))
 

@@ -7,7 +7,7 @@ positional argument ends the flags: everything after it belongs to the command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class UsageError(Exception):
@@ -18,8 +18,7 @@ class HelpRequested(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):
     names: tuple[str, ...]  # e.g. ("-e", "--env")
     dest: str
     kind: str = "bool"  # "bool", "value" (last one wins) or "list" (repeatable)

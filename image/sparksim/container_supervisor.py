@@ -71,9 +71,19 @@ def _start_error(argv0: str, exc: OSError) -> tuple[str, int]:
     return f'{prefix}exec: "{argv0}": permission denied: unknown', 126
 
 
+def _record_start_failure(container: state.Container, message: str, code: int) -> None:
+    container.write("finished_at", time.time())
+    container.write("exit_code", code)
+    container.write("error", message)  # last: `docker run` waits for it, then reads the code
+
+
 def run_once(container: state.Container, child_holder: list) -> int | None:
     """Run the main process to completion; its exit code, or None if it could not start."""
-    argv = images.local_argv(container.config)
+    try:
+        argv = images.local_argv(container.config)
+    except Exception as exc:  # a broken image rule must fail the start, not hang `docker run`
+        _record_start_failure(container, f"sparksim: cannot resolve the image's command: {exc!r}", 126)
+        return None
     container.write("started_at", time.time())
     log_fd = os.open(container.path / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -87,11 +97,8 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
             start_new_session=True,  # own process group: stop/kill signal the whole container
         )
     except OSError as exc:
-        message, code = _start_error(argv[0], exc)
-        container.write("finished_at", time.time())
-        container.write("exit_code", code)
-        container.write("error", message)  # last: `docker run` waits for it, then reads the code
         os.close(log_fd)
+        _record_start_failure(container, *_start_error(argv[0], exc))
         return None
     child_holder[:] = [child]
     container.write("pid_start", state.proc_starttime(child.pid))
@@ -103,8 +110,11 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
     ]
     for pump in pumps:
         pump.start()
+    # Wait without reaping, so the group id cannot be reused before we signal it:
+    # a container ends with its main process, so its stragglers go down too.
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    _kill_group(child.pid)
     returncode = child.wait()
-    _kill_group(child.pid)  # a container ends with its main process: take the stragglers down
     for pump in pumps:
         pump.join(timeout=2)
     os.close(log_fd)

@@ -31,7 +31,7 @@ def main() -> int:
             print(f"  {n.name}: simulated DGX Spark at {n.user}@{n.address}:{n.port} (real sshd)")
         env = {**os.environ, **cluster.app_env(), "DATA_DIR": str(data_dir), "BIND_PORT": port}
         app = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.server:app", "--host", "127.0.0.1",
-                                "--port", port], cwd=IMAGE_DIR, env=env)
+                                "--port", port, "--timeout-graceful-shutdown", "3"], cwd=IMAGE_DIR, env=env)
         for _ in range(100):
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
 from . import docker_containers, docker_run, docker_views, images, state
+from .run_config import DaemonError
 from .cliflags import HelpRequested, UsageError, flags, parse
 from .gotemplate import TemplateError, render
 
@@ -192,6 +194,8 @@ def _split_global_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    # Like the Go binary: a reader that goes away (`| head`, a dropped SSH channel) ends us quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = _split_global_flags(argv)
     if not argv:
         print("Usage:  docker [OPTIONS] COMMAND", file=sys.stderr)
@@ -205,16 +209,18 @@ def main(argv: list[str]) -> int:
     if handler is None:
         print(f"docker: '{command}' is not a docker command.\nSee 'docker --help'", file=sys.stderr)
         return 1
+    docker_run.recover_after_crash()
     try:
         return handler(rest)
     except HelpRequested:
         print(f"Usage:  docker {command} [OPTIONS]")
         return 0
     except UsageError as exc:
-        prefix = "docker: " if command == "run" and not str(exc).startswith(("unknown", "flag needs", "invalid argument")) else ""
+        # Flag errors print bare; other usage errors say "docker: " first, as docker does.
+        prefix = "" if str(exc).startswith(("unknown", "flag needs", "invalid argument")) else "docker: "
         print(f"{prefix}{exc}\nSee 'docker {command} --help'.", file=sys.stderr)
         return 125
-    except docker_run.DaemonError as exc:
+    except DaemonError as exc:
         print(f"docker: Error response from daemon: {exc}.\nSee 'docker run --help'.", file=sys.stderr)
         return 125
     except TemplateError as exc:

@@ -144,13 +144,9 @@ def logs(argv: list[str]) -> int:
         except ValueError:
             count = -1
         entries = entries[-count:] if count > 0 else ([] if count == 0 else entries)
-    try:
-        logfile.print_entries(entries, opts["timestamps"])
-        if opts["follow"]:
-            logfile.follow(container, offset, opts["timestamps"],
-                           lambda: container.status() in ("running", "restarting"))
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (e.g. `| head`): stop quietly
+    logfile.print_entries(entries, opts["timestamps"])
+    if opts["follow"]:
+        logfile.follow(container, offset, opts["timestamps"], lambda: container.status() in ("running", "restarting"))
     return 0
 
 

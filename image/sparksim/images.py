@@ -12,19 +12,16 @@ the supervisor and may call `register_rule(...)`.
 from __future__ import annotations
 
 import fnmatch
-import json
 import hashlib
-import importlib
+import json
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from . import state
 
 
-@dataclass(frozen=True)
-class ImageRef:
+class ImageRef(NamedTuple):
     repository: str  # as docker prints it: "ubuntu", "nvcr.io/nvidia/vllm"
     tag: str
 
@@ -69,18 +66,24 @@ def digest_of(text: str) -> str:
 # ---- the rule table -----------------------------------------------------------------
 
 
-@dataclass
 class ImageRule:
-    pattern: str  # glob on "repository:tag"
-    size: int = 100_000_000  # bytes, what `docker images` shows
-    default_cmd: list[str] = field(default_factory=lambda: ["sleep", "infinity"])  # the image's CMD
-    resolver: str | Callable[[list[str], dict], list[str]] | None = None  # None: exec argv as is
+    def __init__(
+        self,
+        pattern: str,  # glob on "repository:tag"
+        size: int = 100_000_000,  # bytes, what `docker images` shows
+        default_cmd: list[str] | None = None,  # the image's CMD; None: sleep forever
+        resolver: str | Callable[[list[str], dict], list[str]] | None = None,  # None: exec argv as is
+    ):
+        self.pattern, self.size, self.resolver = pattern, size, resolver
+        self.default_cmd = default_cmd or ["sleep", "infinity"]
 
     def local_argv(self, argv: list[str], config: dict) -> list[str]:
         if self.resolver is None:
             return argv
         resolve = self.resolver
         if isinstance(resolve, str):
+            import importlib
+
             module_name, _, function_name = resolve.partition(":")
             resolve = getattr(importlib.import_module(module_name), function_name)
         return resolve(argv, config)
@@ -101,6 +104,8 @@ def register_rule(rule: ImageRule) -> None:
 
 
 def _load_plugins() -> None:
+    import importlib
+
     for module_name in filter(None, os.environ.get("SPARKSIM_IMAGE_PLUGINS", "").split(",")):
         importlib.import_module(module_name.strip())
 

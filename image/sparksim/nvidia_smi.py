@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
 import sys
 import time
-from dataclasses import dataclass, field
 
 from . import state
 
@@ -26,14 +26,14 @@ NA = "[N/A]"
 WIDTH = 89  # inner width of the table, between the outer bars
 
 
-@dataclass
 class Reading:
-    utilization: int = 0
-    power_w: float = 3.6
-    temperature_c: int = 36
-    pstate: str = "P8"
-    sm_clock_mhz: int = 208
-    processes: list[tuple[int, str, int]] = field(default_factory=list)  # (pid, name, MiB)
+    """One sample of the GPU's live values; defaults are an idle GB10."""
+
+    def __init__(self, utilization: int = 0, power_w: float = 3.2, temperature_c: int = 36, pstate: str = "P8",
+                 sm_clock_mhz: int = 208, processes: list[tuple[int, str, int]] | None = None):
+        self.utilization, self.power_w, self.temperature_c = utilization, power_w, temperature_c
+        self.pstate, self.sm_clock_mhz = pstate, sm_clock_mhz
+        self.processes = processes or []  # (pid, process name, GPU MiB)
 
 
 def gpu_uuid() -> str:
@@ -214,6 +214,7 @@ def _option(argv: list[str], name: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # like the C binary when its reader goes away
     if (state.state_dir() / "nvidia_smi_fault").exists():  # failure injection for tests
         print("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
               "Make sure that the latest NVIDIA driver is installed and running.\n")

@@ -7,11 +7,14 @@ Layout under $SPARKSIM_STATE (default $HOME/.sparksim):
     images.json             [{"repository", "tag", "id", "created", "size"}]
     logins.json             {"registry": {"username": ...}}   (never a password)
     unpullable              optional: image names that fail to pull, one per line
+    nvidia_smi_fault        optional: if present, nvidia-smi fails like a driver that is gone
+    volumes/<name>/_data    named volumes (-v name:/path)
     containers/<64-hex id>/
         config.json         what `docker run` asked for (written once)
         rootfs/             the container's "/" (its working directory lives inside)
         log                 docker json-file lines: {"log", "stream", "time"}
         supervisor          "<pid> <starttime>" of the process that runs the container
+        supervisor.err      the supervisor's own stderr (tracebacks land here)
         pid, pid_start      main process pid and its /proc starttime (guards against pid reuse)
         started_at          epoch seconds of the latest start
         exit_code, finished_at   written when the main process ends
@@ -19,6 +22,7 @@ Layout under $SPARKSIM_STATE (default $HOME/.sparksim):
         restart_count, restarting, stop_requested   restart-policy bookkeeping
         attached            flock'ed by a foreground `docker run` until it has read the exit code
         gpu_memory_mib      optional, written by the container's process: GPU MiB it holds
+        gpu_util            optional, likewise: the GPU utilization % it causes (nvidia-smi)
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -148,10 +151,16 @@ class Container:
             return "running" if self.pid() else "created"
         return "exited" if self.pid() else "created"
 
+    def crashed(self) -> bool:
+        """Started, then its process and its supervisor vanished without a word (the node
+        crashed or every process of the user was killed)."""
+        return (self.pid() is not None and self.exit_code() is None and self.read("error") is None
+                and not self.process_alive() and not self.supervisor_alive())
+
     def effective_exit_code(self) -> int:
         code = self.exit_code()
-        if code is None and self.pid() and self.status() == "exited":
-            return 137  # both processes vanished (killed): docker reports SIGKILL
+        if code is None and self.crashed():
+            return 255  # what dockerd records for containers it finds dead after a crash
         return code or 0
 
     def uses_gpu(self) -> bool:
@@ -162,6 +171,8 @@ class Container:
         return int(value) if value else 0
 
     def remove(self) -> None:
+        import shutil  # only here: it is slow to import and most commands never remove
+
         shutil.rmtree(self.path, ignore_errors=True)
 
 

@@ -57,7 +57,8 @@ class RunningApp:
         full_env.update(env)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.server:app", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "uvicorn", "app.server:app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--timeout-graceful-shutdown", "3"],
             cwd=IMAGE_DIR, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 20.0) -> "RunningApp":

@@ -49,9 +49,10 @@ class Docker:
         return self.ok("run", "-d", "--name", name, *flags, "busybox", *cmd).strip()
 
     def cleanup(self) -> None:
-        """Kill whatever this test started: each container's process group, then its supervisor."""
+        """Kill whatever this test started: each supervisor first (so it records and restarts
+        nothing, as in a power cut), then the container's process group."""
         for container_dir in (self.state / "containers").glob("*"):
-            for pid_file, group in (("pid", True), ("supervisor", False)):
+            for pid_file, group in (("supervisor", False), ("pid", True)):
                 try:
                     pid = int((container_dir / pid_file).read_text().split()[0])
                     (os.killpg if group else os.kill)(pid, signal.SIGKILL)
@@ -279,3 +280,16 @@ def test_login_records_registry_never_password(docker):
     assert empty.returncode == 1 and empty.stderr.startswith("Error")
     assert "Version:" in docker.ok("version")
     assert docker.ok("version", "--format", "{{.Server.Version}}").strip() == "27.5.1"
+
+
+def test_after_a_crash_dead_containers_exit_255_and_restart_policies_apply(docker):
+    docker.run_detached("keeper", "sleep", "30", flags=("--restart", "unless-stopped"))
+    docker.run_detached("plain", "sleep", "30")
+    old_pid = int(docker.ok("inspect", "-f", "{{.State.Pid}}", "keeper"))
+    docker.cleanup()  # SIGKILL every container process and supervisor, as a node crash would
+    wait_for(lambda: not Path(f"/proc/{old_pid}").exists() or "Z" in Path(f"/proc/{old_pid}/stat").read_text())
+    statuses = dict(line.split(" ", 1) for line in docker.ok("ps", "-a", "--format", "{{.Names}} {{.Status}}")
+                    .splitlines())
+    assert statuses["plain"].startswith("Exited (255) ")
+    assert statuses["keeper"].startswith("Up ")  # started again, like dockerd does on its way back up
+    assert int(docker.ok("inspect", "-f", "{{.State.Pid}}", "keeper")) != old_pid
