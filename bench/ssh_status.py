@@ -105,6 +105,10 @@ class Bench:
             proc.kill()
             await proc.wait()
             raise RuntimeError(f"ssh to {node.name} did not finish within {SSH_TIMEOUT_S:g} s") from None
+        except BaseException:  # cancelled (Ctrl-C): leave no ssh process behind
+            if proc.returncode is None:
+                proc.kill()
+            raise
         if proc.returncode != 0:
             raise RuntimeError(f"ssh to {node.name} `{command[:40]}` exited {proc.returncode}: "
                                f"{err.decode(errors='replace').strip()[-300:]}")
@@ -204,6 +208,18 @@ def p90(values: list[float]) -> float:
     """Nearest-rank 90th percentile."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def cpu_busy_fraction(seconds: float = 1.0) -> float:
+    """How busy all CPUs were over the next `seconds` (from /proc/stat): other work on the machine."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def ratio(x: float) -> str:
@@ -312,12 +328,12 @@ def render(samples: dict[str, list[float]], first: float, rounds: int, per_comma
         if values:
             out.append(f"  {name:<14}{short:<42}{statistics.median(values):8.1f}  {p90(values):8.1f}  "
                        f"{min(values):8.1f}")
-    overhead = med["a_warm"] - med["node_script"]
+    predicted_a = med["node_script"] + med["t_pool"]
     predicted_b = n_cmds * med["t_ssh"] + med["node_seq"]
     out += [
         "",
-        f"(a) warm  = on-node script {med['node_script']:.1f} + {overhead:.1f} ms of everything else "
-        f"(SSH channel, parsing; pooled `true` alone: {med['t_pool']:.1f} ms)",
+        f"(a) warm ~= pooled `true` {med['t_pool']:.1f} + on-node script {med['node_script']:.1f} "
+        f"= {predicted_a:.1f} ms predicted, {med['a_warm']:.1f} ms measured",
         f"(b)      ~= {n_cmds} x new ssh {med['t_ssh']:.1f} + on-node sequential {med['node_seq']:.1f} "
         f"= {predicted_b:.1f} ms predicted, {med['b']:.1f} ms measured",
         f"(c)      ~= new ssh {med['t_ssh']:.1f} + on-node script {med['node_script']:.1f} "
@@ -342,23 +358,25 @@ def main(argv: list[str] | None = None) -> int:
 
     from sparksim.cluster import SimCluster
 
-    load_before = os.getloadavg()  # before anything of ours runs
+    busy_before = cpu_busy_fraction()  # before anything of ours runs
+    load_before = os.getloadavg()
     started = time.perf_counter()
-    cluster = SimCluster(2)
+    cluster = SimCluster(2, network="loopback")  # 127.0.0.2 / 127.0.0.3: no veth or bridge in the path
     try:
         cluster.start()
         bench = Bench(cluster, args.rounds)
         print("\n".join(machine_info()))
-        print(f"nodes   : " + ", ".join(f"{n.name} {n.user}@{n.address}:{n.port}" for n in cluster.nodes))
+        print("nodes   : " + ", ".join(f"{n.name} {n.user}@{n.address}:{n.port}" for n in cluster.nodes))
         print("(b)/(c) : " + shlex.join(bench.ssh_argv(cluster.nodes[0], "CMD")))
         print()
         samples, first = asyncio.run(measure_and_close(bench))
         load_after = os.getloadavg()
         print(render(samples, first, args.rounds, bench.per_command))
-        print("\nload average (1/5/15 min) at start: {:.2f} {:.2f} {:.2f}; at the end (this run "
-              "included): {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
-        if load_before[0] > len(os.sched_getaffinity(0)) / 2:
-            print("warning: the machine was already busy when the run started; the numbers include "
+        print(f"\nCPU busy in the second before the run: {busy_before:.0%}; load average (1/5/15 min) "
+              "at start {:.2f} {:.2f} {:.2f}, at the end (this run included) {:.2f} {:.2f} {:.2f}".format(
+                  *load_before, *load_after))
+        if busy_before > 0.25:
+            print("warning: other work was using the CPUs when the run started; the numbers include "
                   "that contention (run it on a quiet machine)")
     finally:
         cluster.stop()
@@ -367,4 +385,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the cluster is already stopped by main's finally
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

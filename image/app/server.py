@@ -7,6 +7,7 @@ process with one readable line instead of a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -19,11 +20,14 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import status
+import httpx
+
+from app import models, models_api, status
 from app.connectivity import ConnectivityLog, ConnectivityMonitor
 from app.errors import ConfigError, install_error_handlers
 from app.settings import Settings
 from app.ssh import NodePool
+from app.swap import Lifecycle
 
 log = logging.getLogger("spark_control")
 
@@ -118,20 +122,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conn_log, list(app.state.pool.nodes), app.state.status.connectivity_probe, s.connectivity_interval_s,
             on_round=app.state.status.round_finished)
         app.state.connectivity.start()
+        # Per-phase timeouts: connecting to a model must be quick; reading may take long.
+        app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=3.0))
+        app.state.lifecycle = Lifecycle(app.state.pool, app.state.catalog, app.state.http,
+                                        load_timeout_s=s.launch_timeout_s, poll_interval_s=s.launch_poll_interval_s)
+        refresh = asyncio.create_task(app.state.lifecycle.refresh_from_nodes())  # the truth is on the nodes
         try:
             yield
         finally:
+            refresh.cancel()
+            await app.state.lifecycle.close()
             await app.state.connectivity.stop()
+            await app.state.http.aclose()
             await app.state.pool.close()
 
     app = FastAPI(title="spark-control", version=_package_version(), lifespan=lifespan,
                   description="Control plane and OpenAI-compatible gateway for DGX Spark clusters.")
     app.state.settings = settings or Settings.from_env()
+    app.state.catalog = models.load_catalog(app.state.settings)  # a bad catalog stops startup, named
     app.state.version = _package_version()
     app.state.started_monotonic = time.monotonic()
     install_error_handlers(app)
     app.add_middleware(CSRFGuard)
     app.include_router(status.build_router())
+    app.include_router(models_api.build_router())
 
     if _STATIC_DIR.is_dir():
         app.mount("/static", _RevalidatedStaticFiles(directory=_STATIC_DIR), name="static")
@@ -145,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _app_from_environment() -> FastAPI:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # asyncssh logs every command at INFO: noise, and a command may carry a user's values.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
         return create_app()
     except ConfigError as exc:

@@ -20,7 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.errors import ConfigError
 
 _NODE_VAR = re.compile(r"^SPARK(\d+)_HOST$")
-_LOCAL_HOSTS = {"local", "localhost-local"}  # `SPARK1_HOST=local` means: this machine, no SSH
+_LOCAL_HOSTS = {"local", "localhost-local"}
+_OPTIONAL_NODE_VARS = {"FABRIC_IP": "fabric_ip", "FABRIC_IFACE": "fabric_iface", "RDMA_DEVICES": "rdma_devices"}  # `SPARK1_HOST=local` means: this machine, no SSH
 
 
 class NodeConfig(BaseModel):
@@ -30,6 +31,14 @@ class NodeConfig(BaseModel):
     host: str
     user: str
     port: int = 22
+    # The 200G ConnectX-7 link between Sparks: multi-node NCCL/Ray traffic must use it, not the LAN.
+    fabric_ip: str | None = None          # this node's address on the CX7 link; None -> `host`
+    fabric_iface: str = "enp1s0f1np1"     # the CX7 interface (NCCL_SOCKET_IFNAME etc.)
+    rdma_devices: str = "rocep1s0f1,roceP2p1s0f1"  # NCCL_IB_HCA: both RoCE devices
+
+    @property
+    def fabric_address(self) -> str:
+        return self.fabric_ip or self.host
 
     @property
     def is_local(self) -> bool:
@@ -66,6 +75,9 @@ class Settings(BaseSettings):
     # How often the connectivity probe looks at every node, and how much history it keeps.
     connectivity_interval_s: float = Field(3.0, gt=0)
     connectivity_history: int = Field(2000, ge=10)
+    # Model lifecycle: how long a model may take to load, and how often it is checked meanwhile.
+    launch_timeout_s: float = Field(1800.0, gt=0)
+    launch_poll_interval_s: float = Field(2.0, gt=0)
     # SSH: a dead node is noticed after about keepalive_interval * keepalive_count seconds.
     ssh_connect_timeout_s: float = Field(5.0, gt=0)
     ssh_command_timeout_s: float = Field(15.0, gt=0)
@@ -117,12 +129,15 @@ def nodes_from_env(env: Mapping[str, str]) -> list[NodeConfig]:
             raise ConfigError(
                 f"environment variable SPARK{n}_PORT: {port_text!r} is not a TCP port; use a number 1-65535"
             )
+        optional = {key: env[f"SPARK{n}_{var}"].strip() for var, key in _OPTIONAL_NODE_VARS.items()
+                    if env.get(f"SPARK{n}_{var}", "").strip()}
         nodes.append(
             NodeConfig(
                 name=f"spark{n}",
                 host=env[f"SPARK{n}_HOST"].strip(),
                 user=(env.get(f"SPARK{n}_USER") or default_user).strip(),
                 port=int(port_text),
+                **optional,
             )
         )
     if not nodes:

@@ -17,6 +17,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import asyncssh
@@ -48,6 +49,8 @@ class Node(Protocol):
 
     async def run(self, command: str, *, timeout: float | None = None, check: bool = True,
                   input: str | None = None) -> CommandResult: ...
+
+    def stream(self, command: str) -> AsyncIterator[str]: ...
 
     async def close(self) -> None: ...
 
@@ -183,6 +186,22 @@ class SSHNode:
         return _finish(self.name, command, result.exit_status, _text(result.stdout), _text(result.stderr),
                        started, check)
 
+    async def stream(self, command: str) -> AsyncIterator[str]:
+        """Yield the command's output line by line as it arrives (stdout and stderr merged),
+        e.g. `docker logs -f`. Closing the iterator closes the channel, which ends the command."""
+        conn = await self._connection()
+        try:
+            process = await conn.create_process(command, stderr=asyncssh.STDOUT)
+        except (OSError, asyncssh.Error) as exc:
+            raise NodeUnreachable(f"{self.name}: cannot start a command: {exc}", node=self.name) from exc
+        try:
+            async for line in process.stdout:
+                yield line
+        except (OSError, asyncssh.Error) as exc:
+            raise NodeUnreachable(f"{self.name}: connection lost: {exc}", node=self.name) from exc
+        finally:
+            process.close()
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -217,6 +236,18 @@ class LocalNode:
             await proc.wait()
             raise NodeTimeout(f"{self.name}: no answer within {timeout:g} s", node=self.name) from exc
         return _finish(self.name, command, proc.returncode, _text(out), _text(err), started, check)
+
+    async def stream(self, command: str) -> AsyncIterator[str]:
+        proc = await asyncio.create_subprocess_shell(
+            command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        try:
+            async for line in proc.stdout:
+                yield line.decode("utf-8", "replace")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
     async def close(self) -> None:
         return None

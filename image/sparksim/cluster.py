@@ -37,13 +37,18 @@ def netns_available() -> str | None:
 
 
 class SimCluster:
-    def __init__(self, n_nodes: int = 2, base: Path | None = None, netns_nodes: tuple[int, ...] = (),
+    def __init__(self, n_nodes: int = 2, base: Path | None = None, network: str = "auto",
                  fixed_port: int | None = None) -> None:
+        """network: "netns" (each node its own network namespace on a private bridge: own ports,
+        can be blackholed), "loopback" (127.0.0.2, 127.0.0.3, …: shared ports), or "auto"."""
         self.base = base or Path(tempfile.mkdtemp(prefix="sparksim-", dir="/tmp"))
         self._own_base = base is None
-        self.netns_nodes = netns_nodes
+        if network == "auto":
+            network = "netns" if netns_available() is None else "loopback"
+        self.network = network
         self.nodes: list[SimNode] = []
         self._netns: list[str] = []
+        self._bridge: str | None = None
         self.n_nodes = n_nodes
         self.fixed_port = fixed_port
 
@@ -64,35 +69,55 @@ class SimCluster:
         if not self.client_key.exists():
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "spark-control", "-f", str(self.client_key)])
         public_key = self.client_key.with_suffix(".pub").read_text()
+        tag = self.base.name.rsplit("-", 1)[-1][:8]
+        subnet = self._make_bridge() if self.network == "netns" else None
         for i in range(1, self.n_nodes + 1):
-            if i in self.netns_nodes:
-                address, netns = self._make_netns(i), f"sparksim{os.getpid()}n{i}"
+            if subnet:
+                netns = f"spk{tag}n{i}"
+                address = self._make_netns(netns, f"{subnet}.{i + 1}")
             else:
                 address, netns = f"127.0.0.{i + 1}", None
             port = self.fixed_port or (2222 if netns else free_port(address))
-            node = SimNode(i, self.base, address, port, netns=netns, tag=self.base.name.rsplit("-", 1)[-1][:8])
+            node = SimNode(i, self.base, address, port, netns=netns, tag=tag)
             node.prepare(public_key)
             node.start()
             self.nodes.append(node)
         self.known_hosts.write_text("".join(n.host_key_line() for n in self.nodes))
         return self
 
-    def _make_netns(self, i: int) -> str:
-        """A namespace with a veth to the host: the node is 10.213.i.2, the host side 10.213.i.1."""
-        ns = f"sparksim{os.getpid()}n{i}"
-        host_if, node_if = f"scv{os.getpid() % 10000}n{i}", "eth0"
+    def _make_bridge(self) -> str:
+        """A private bridge for this cluster's nodes: 10.213.K.1 on the host, nodes .2, .3, …"""
+        used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+        k = next(k for k in range(1, 255) if f" {_NETNS_SUBNET}.{k}." not in used)
+        self._bridge = f"spkbr{k}"
+        run(["ip", "link", "add", self._bridge, "type", "bridge"])
+        run(["ip", "addr", "add", f"{_NETNS_SUBNET}.{k}.1/24", "dev", self._bridge])
+        run(["ip", "link", "set", self._bridge, "up"])
+        return f"{_NETNS_SUBNET}.{k}"
+
+    def _make_netns(self, ns: str, address: str) -> str:
+        """A namespace whose eth0 is a veth on the cluster's bridge: the node's own network stack."""
+        host_if = "v" + ns.removeprefix("spk")[-13:]  # unique per node; interface names are <= 15 chars
         run(["ip", "netns", "add", ns])
         self._netns.append(ns)
-        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if, "netns", ns])
-        run(["ip", "addr", "add", f"{_NETNS_SUBNET}.{i}.1/30", "dev", host_if])
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "set", host_if, "master", self._bridge])
         run(["ip", "link", "set", host_if, "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{_NETNS_SUBNET}.{i}.2/30", "dev", node_if])
-        run(["ip", "-n", ns, "link", "set", node_if, "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        return f"{_NETNS_SUBNET}.{i}.2"
+        return address
 
     def node(self, name: str) -> SimNode:
         return next(n for n in self.nodes if n.name == name)
+
+    def ssh(self, node_name: str, command: str, *, check: bool = False) -> subprocess.CompletedProcess:
+        """Run `command` on a node as its user, over SSH like the product does (for tests and checks)."""
+        n = self.node(node_name)
+        return subprocess.run(
+            ["ssh", "-i", str(self.client_key), "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", str(n.port),
+             f"{n.user}@{n.address}", command], capture_output=True, text=True, check=check, timeout=60)
 
     def app_env(self) -> dict[str, str]:
         """The environment that points spark-control at this cluster."""
@@ -108,6 +133,8 @@ class SimCluster:
             n.stop()
         for ns in self._netns:
             subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
+        if self._bridge:
+            subprocess.run(["ip", "link", "delete", self._bridge], check=False, capture_output=True)
         if self._own_base:
             shutil.rmtree(self.base, ignore_errors=True)
 

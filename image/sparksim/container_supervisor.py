@@ -115,6 +115,7 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
     _kill_group(child.pid)
     returncode = child.wait()
+    _give_back_gpu_memory()
     for pump in pumps:
         pump.join(timeout=2)
     os.close(log_fd)
@@ -122,6 +123,17 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
     container.write("finished_at", time.time())
     container.write("exit_code", code)
     return code
+
+
+def _give_back_gpu_memory() -> None:
+    """A model server killed without a chance to release its memory (docker kill, rm -f): the node's
+    meminfo is recomputed from the processes still alive before the exit is recorded."""
+    try:
+        from . import gpu_memory
+
+        gpu_memory.rebalance()
+    except Exception:  # noqa: BLE001 - bookkeeping must never keep a container from ending
+        pass
 
 
 def _kill_group(pgid: int) -> None:

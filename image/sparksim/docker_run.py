@@ -97,7 +97,14 @@ def start(container: state.Container) -> str | None:
 def recover_after_crash() -> None:
     """What dockerd does when it comes back after a crash: containers found dead get exit
     code 255, and those with --restart always/unless-stopped are started again. There is
-    no daemon here, so every `docker` invocation does it first."""
+    no daemon here, so every `docker` invocation does it first. Memory held by model servers that
+    died with the node is given back as well (sparksim/gpu_memory.py)."""
+    from . import gpu_memory
+
+    try:
+        gpu_memory.rebalance()
+    except OSError:
+        pass
     with state.locked():
         for container in state.all_containers():
             if not container.crashed():

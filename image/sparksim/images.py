@@ -90,9 +90,10 @@ class ImageRule:
 
 
 RULES: list[ImageRule] = [
-    # vLLM images. TODO (extension point): set resolver="sparksim.<vllm module>:<function>"
-    # mapping `vllm serve ...` to the simulated vLLM server; until then argv runs as is.
-    ImageRule("nvcr.io/nvidia/vllm:*", size=21_400_000_000),
+    # vLLM images: `vllm serve ...` (and `python3 -m vllm.entrypoints.openai.api_server ...`) run
+    # the simulated vLLM server (sparksim/vllm_server.py, tokens from llama.cpp); other commands
+    # (bash, sleep, ...) run as is.
+    ImageRule("nvcr.io/nvidia/vllm:*", size=21_400_000_000, resolver="sparksim.vllm_server:resolve"),
     ImageRule("nvcr.io/nim/*", size=14_800_000_000),
     ImageRule("*"),  # generic: run CMD as a local process, or sleep when there is none
 ]

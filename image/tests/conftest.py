@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 IMAGE_DIR = Path(__file__).resolve().parent.parent
+# Simulated models load in about a second instead of minutes (read by the nodes at start).
+os.environ.setdefault("SPARKSIM_LOAD_SECONDS", "1")
 ARTIFACTS = IMAGE_DIR.parent / "test-artifacts"
 
 
@@ -29,7 +31,9 @@ def _sim_prerequisites() -> str | None:
 
 @pytest.fixture(scope="session")
 def sim_cluster():
-    """Spark 1 on 127.0.0.2 and Spark 2 on 127.0.0.3: real OpenSSH servers with sparksim's tools."""
+    """Spark 1 and Spark 2: real OpenSSH servers with sparksim's tools, each in its own network
+    namespace on a private bridge (10.213.K.2, .3) or, where namespaces are unavailable, on
+    127.0.0.2 and 127.0.0.3."""
     problem = _sim_prerequisites()
     if problem:
         pytest.fail(f"cannot start simulated Sparks: {problem}")

@@ -27,6 +27,7 @@ def test_every_endpoint_is_in_the_api_docs():
 def test_every_setting_is_in_the_configuration_docs():
     config_doc = (DOCS / "CONFIGURATION.md").read_text()
     names = [name.upper() for name, f in Settings.model_fields.items() if not f.exclude]
-    names += ["SPARK{n}_HOST", "SPARK{n}_USER", "SPARK{n}_PORT"]
+    names += ["SPARK{n}_HOST", "SPARK{n}_USER", "SPARK{n}_PORT", "SPARK{n}_FABRIC_IP", "SPARK{n}_FABRIC_IFACE",
+              "SPARK{n}_RDMA_DEVICES"]
     missing = [n for n in names if f"`{n}`" not in config_doc]
     assert not missing, f"undocumented settings (add them to docs/CONFIGURATION.md): {missing}"

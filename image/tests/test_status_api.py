@@ -21,11 +21,8 @@ def node_status(app, name: str) -> dict:
 
 def test_status_of_both_nodes(sim_cluster, start_app):
     app = start_app(sim_cluster.app_env())
-    subprocess.run(["ssh", "-i", str(sim_cluster.client_key), "-o", f"UserKnownHostsFile={sim_cluster.known_hosts}",
-                    "-p", str(sim_cluster.node("spark2").port),
-                    f"{sim_cluster.node('spark2').user}@{sim_cluster.node('spark2').address}",
-                    "docker run -d --name status-probe --gpus all nvcr.io/nvidia/vllm:25.09-py3 sleep 60"],
-                   check=True, capture_output=True)
+    sim_cluster.ssh("spark2", "docker run -d --name status-probe --gpus all nvcr.io/nvidia/vllm:25.09-py3 sleep 60",
+                    check=True)
     try:
         body = app.get("/api/status").json()
         assert [n["name"] for n in body["nodes"]] == ["spark1", "spark2"]
@@ -42,10 +39,7 @@ def test_status_of_both_nodes(sim_cluster, start_app):
         assert [c["name"] for c in body["nodes"][0]["containers"]] == []
         assert spark2["gpu_processes"], "a --gpus container is a compute process"
     finally:
-        subprocess.run(["ssh", "-i", str(sim_cluster.client_key), "-o", f"UserKnownHostsFile={sim_cluster.known_hosts}",
-                        "-p", str(sim_cluster.node("spark2").port),
-                        f"{sim_cluster.node('spark2').user}@{sim_cluster.node('spark2').address}",
-                        "docker rm -f status-probe"], capture_output=True)
+        sim_cluster.ssh("spark2", "docker rm -f status-probe")
 
 
 def test_crashed_node_is_down_within_10s_and_recovers_without_restart(sim_cluster, start_app):

@@ -1,0 +1,217 @@
+"""Launch, stop and swap against two simulated Sparks: real sshd, sparksim's docker, a vLLM-like
+server whose tokens come from llama.cpp. The app runs under uvicorn exactly as a user starts it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import RunningApp, wait_until
+
+pytestmark = pytest.mark.integration
+
+CANARY = "/tmp/spark-control-canary"
+
+
+@pytest.fixture(scope="module")
+def app(sim_cluster, tmp_path_factory):
+    data = tmp_path_factory.mktemp("lifecycle")
+    running = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(data / "c.json"),
+                          "LAUNCH_POLL_INTERVAL_S": "0.3", "LAUNCH_TIMEOUT_S": "90",
+                          "CONNECTIVITY_INTERVAL_S": "1", "SSH_KEEPALIVE_INTERVAL_S": "1"},
+                         data / "app.log").wait_ready()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_nodes(app, sim_cluster):
+    """Every test ends with every node up, no model deployed, no container and no canary."""
+    yield
+    for node in sim_cluster.nodes:
+        if node.proc is None:
+            node.revive()
+
+    def leftovers():
+        return [m["deployment"] for m in app.get("/api/models").json()["models"] if m["deployment"]]
+
+    deadline = time.monotonic() + 90
+    while (remaining := leftovers()) and time.monotonic() < deadline:
+        for deployment in remaining:
+            if deployment["state"] not in ("stopping", "starting", "loading"):
+                app.post(f"/api/models/{deployment['model']}/stop")  # 409 while its node is busy: next round
+        time.sleep(0.5)
+    assert not leftovers(), f"could not stop: {leftovers()}"
+    for node in sim_cluster.nodes:
+        sim_cluster.ssh(node.name, "docker ps -aq | xargs -r docker rm -f")
+
+
+def model_state(app, name: str) -> dict:
+    entry = next(m for m in app.get("/api/models").json()["models"] if m["name"] == name)
+    return entry["deployment"] or {"state": "stopped"}
+
+
+def wait_for_state(app, name: str, state: str, timeout: float = 90) -> dict:
+    def reached():
+        d = model_state(app, name)
+        if d["state"] == "failed" and state != "failed":
+            pytest.fail(f"{name} failed: {d['detail']}\n{app.log()[-3000:]}")
+        return d if d["state"] == state else None
+
+    return wait_until(reached, timeout, interval=0.3, message=f"{name} {state}")
+
+
+def chat(endpoint: str, model: str) -> str:
+    r = httpx.post(f"{endpoint}/v1/chat/completions", timeout=60, json={
+        "model": model, "max_tokens": 12, "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]})
+    r.raise_for_status()
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_launch_on_spark2_answers_then_stops(app, sim_cluster):
+    r = app.post("/api/models/gpt-oss-20b/launch", json={"placement": "spark2"})
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "starting" and r.json()["nodes"] == ["spark2"]
+    ready = wait_for_state(app, "gpt-oss-20b", "ready")
+    assert ready["endpoint"].startswith(f"http://{sim_cluster.node('spark2').address}:")
+    assert "paris" in chat(ready["endpoint"], "gpt-oss-20b").lower()
+    assert "spark-control-gpt-oss-20b" in sim_cluster.ssh("spark2", "docker ps --format '{{.Names}}'").stdout
+    assert sim_cluster.ssh("spark1", "docker ps -q").stdout.strip() == "", "spark1 untouched"
+
+    logs = app.get("/api/models/gpt-oss-20b/logs", params={"tail": 50}).text
+    assert "vllm" in logs.lower()
+
+    assert app.post("/api/models/gpt-oss-20b/stop").status_code == 202
+    wait_until(lambda: model_state(app, "gpt-oss-20b")["state"] == "stopped", 30, message="stopped")
+    assert sim_cluster.ssh("spark2", "docker ps -aq").stdout.strip() == ""
+
+
+def test_two_node_launch_becomes_ready(app, sim_cluster):
+    r = app.post("/api/models/qwen3-235b-a22b/launch", json={"placement": "both"})
+    assert r.status_code == 202, r.text
+    ready = wait_for_state(app, "qwen3-235b-a22b", "ready", timeout=120)
+    assert ready["nodes"] == ["spark1", "spark2"]
+    assert ready["containers"] == {"spark1": "spark-control-qwen3-235b-a22b",
+                                   "spark2": "spark-control-qwen3-235b-a22b-worker"}
+    assert chat(ready["endpoint"], "qwen3-235b-a22b")
+
+
+def test_swap_events_end_in_ready(app):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+    events: list[dict] = []
+
+    def follow():
+        with httpx.stream("GET", f"{app.url}/api/swap/events", timeout=120) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if events[-1]["model"] == "gemma-3-27b-it" and events[-1]["state"] in ("ready", "failed"):
+                        return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    r = app.post("/api/swap", json={"model": "gemma-3-27b-it", "placement": "spark1"})
+    assert r.status_code == 202, r.text
+    reader.join(timeout=120)
+    states = [(e["model"], e["state"]) for e in events]
+    assert ("qwen3-4b", "stopping") in states and ("qwen3-4b", "stopped") in states
+    assert states[-1] == ("gemma-3-27b-it", "ready"), states
+    assert states.index(("qwen3-4b", "stopped")) < states.index(("gemma-3-27b-it", "loading"))
+    assert model_state(app, "qwen3-4b")["state"] == "stopped"
+
+
+def test_second_operation_on_a_busy_node_is_409(app):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    r = app.post("/api/swap", json={"model": "gpt-oss-20b", "placement": "spark1"})
+    assert r.status_code == 409
+    assert "spark1 is busy launching qwen3-4b" in r.json()["error"]["message"]
+    wait_for_state(app, "qwen3-4b", "ready")
+
+
+def test_refusals_before_any_ssh_call(app, sim_cluster):
+    # With both nodes down, a refusal that needed SSH would say "unreachable": these must not.
+    for node in sim_cluster.nodes:
+        node.crash()
+    try:
+        r = app.post("/api/models/gpt-oss-20b/launch",
+                     json={"placement": "spark1", "overrides": {"extra_args": ["--max-model-length", "4096"]}})
+        assert r.status_code == 400
+        assert "--max-model-length" in r.json()["error"]["message"] and "--max-model-len" in r.json()["error"]["message"]
+        r = app.post("/api/models/gpt-oss-120b/launch",
+                     json={"placement": "spark1", "overrides": {"gpu_memory_utilization": 0.3}})
+        assert r.status_code == 400
+        assert "memory" in r.json()["error"]["message"].lower()
+    finally:
+        for node in sim_cluster.nodes:
+            node.revive()
+
+
+def test_stop_while_loading_aborts_the_load(app, sim_cluster):
+    assert app.post("/api/models/gpt-oss-120b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_until(lambda: model_state(app, "gpt-oss-120b")["state"] == "loading", 30, interval=0.1, message="loading")
+    assert app.post("/api/models/gpt-oss-120b/stop").status_code == 202
+    wait_until(lambda: model_state(app, "gpt-oss-120b")["state"] == "stopped", 30, message="stopped")
+    assert sim_cluster.ssh("spark1", "docker ps -aq").stdout.strip() == ""
+
+
+def test_dry_run_shows_the_exact_commands(app):
+    body = app.get("/api/models/qwen3-235b-a22b/command", params={"placement": "both"}).json()
+    commands = {c["node"]: c["command"] for c in body["commands"]}
+    assert commands["spark1"].startswith("docker run -d --name spark-control-qwen3-235b-a22b ")
+    assert "--node-rank 1" in commands["spark2"] and "--headless" in commands["spark2"]
+    assert body["preflight"]["ok"] is True, body["preflight"]
+
+
+@pytest.mark.parametrize("request_path, body", [
+    ("/api/models/gpt-oss-20b/launch", {"placement": f"spark1;touch {CANARY}"}),
+    (f"/api/models/gpt-oss-20b$(touch {CANARY})/launch", {}),
+    ("/api/models/gpt-oss-20b/launch", {"placement": "spark2", "overrides": {"extra_args": [f"$(touch {CANARY})"]}}),
+    ("/api/models/gpt-oss-20b/launch", {"placement": "spark2", "overrides": {"env": {"X": f"`touch {CANARY}`"}}}),
+    ("/api/models/gpt-oss-20b/launch", {"placement": "spark2", "overrides": {"env": {f"A;touch {CANARY}": "1"}}}),
+    ("/api/models/gpt-oss-20b/launch", {"placement": "spark2", "overrides": {"image": f"x;touch {CANARY}"}}),
+    ("/api/models/gpt-oss-20b/launch", {"placement": "spark2", "overrides": {"port": f"8000;touch {CANARY}"}}),
+    ("/api/models/gpt-oss-20b/launch", {"placement": "spark2",
+                                        "overrides": {"gpu_memory_utilization": f"0.5; touch {CANARY}"}}),
+    ("/api/swap", {"model": f"gpt-oss-20b\ntouch {CANARY}", "placement": "spark2"}),
+])
+def test_hostile_values_never_execute_on_a_node(app, sim_cluster, request_path, body):
+    r = app.post(request_path, json=body)
+    if r.status_code == 202:  # accepted as a literal argument: let it run its course
+        wait_until(lambda: model_state(app, "gpt-oss-20b")["state"] in ("ready", "failed"), 90, message="settled")
+    else:
+        assert r.status_code in (400, 404, 422), r.text
+        assert r.json()["error"]["message"]
+    for node in sim_cluster.nodes:
+        assert sim_cluster.ssh(node.name, f"test -e {CANARY} && echo FOUND || echo clean").stdout.strip() == "clean"
+
+
+def test_node_dying_while_loading_fails_with_reason(app, sim_cluster):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+    assert app.post("/api/models/gpt-oss-20b/launch", json={"placement": "spark2"}).status_code == 202
+    wait_until(lambda: model_state(app, "gpt-oss-20b")["state"] == "loading", 30, interval=0.1, message="loading")
+    sim_cluster.node("spark2").crash()
+    failed = wait_until(lambda: (d := model_state(app, "gpt-oss-20b"))["state"] == "failed" and d, 20,
+                        message="launch failed after its node died")
+    assert "spark2" in failed["detail"]
+    assert model_state(app, "qwen3-4b")["state"] == "ready", "the other node's model is untouched"
+    assert "spark-control-qwen3-4b" in sim_cluster.ssh("spark1", "docker ps --format '{{.Names}}'").stdout
+
+
+def test_state_survives_an_app_restart(app, sim_cluster, tmp_path):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark2"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+    second = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(tmp_path / "c.json"),
+                         "LAUNCH_POLL_INTERVAL_S": "0.3"}, tmp_path / "second.log").wait_ready()
+    try:
+        ready = wait_until(lambda: (d := model_state(second, "qwen3-4b"))["state"] == "ready" and d, 30,
+                           message="a fresh app finds the running model on the node")
+        assert ready["nodes"] == ["spark2"] and ready["containers"] == {"spark2": "spark-control-qwen3-4b"}
+    finally:
+        second.stop()
