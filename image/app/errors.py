@@ -34,10 +34,9 @@ class SparkControlError(Exception):
         self.field = field
 
     def to_dict(self) -> dict:
-        body = {"error": {"message": self.message, "type": type(self).__name__, "code": self.code}}
-        if self.field is not None:
-            body["error"]["field"] = self.field
-        return body
+        # One shape for every endpoint, the OpenAI one, so SDKs and the dashboard read it alike.
+        return {"error": {"message": self.message, "type": type(self).__name__, "param": self.field,
+                          "code": self.code, "source": "spark-control"}}
 
 
 class InvalidInput(SparkControlError):
@@ -111,8 +110,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {_request.method} {_request.url.path} (see docs/API.md)"
-        return JSONResponse({"error": {"message": message, "type": "HTTPError", "code": str(exc.status_code)}},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        body = {"error": {"message": message, "type": "HTTPError", "param": None, "code": str(exc.status_code),
+                          "source": "spark-control"}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -121,7 +121,10 @@ def install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         message = "Invalid request: " + "; ".join(problems)
+        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        param = ".".join(str(p) for p in first if p != "body") or None
         return JSONResponse(
-            {"error": {"message": message, "type": "InvalidInput", "code": "invalid_input"}},
+            {"error": {"message": message, "type": "InvalidInput", "param": param, "code": "invalid_input",
+                       "source": "spark-control"}},
             status_code=422,
         )

@@ -28,6 +28,13 @@ class EventLog:
         changed.set()
         return event
 
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return at the next published event, or after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+
     def since(self, last_id: int) -> list[dict[str, Any]]:
         return [e for e in self._events if e["id"] > last_id]
 

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 import httpx
 
-from app import models, models_api, status
+from app import llm_proxy, metrics, models, models_api, status
 from app.connectivity import ConnectivityLog, ConnectivityMonitor
 from app.errors import ConfigError, install_error_handlers
 from app.settings import Settings
@@ -140,12 +140,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Control plane and OpenAI-compatible gateway for DGX Spark clusters.")
     app.state.settings = settings or Settings.from_env()
     app.state.catalog = models.load_catalog(app.state.settings)  # a bad catalog stops startup, named
+    app.state.proxy_api_keys = app.state.settings.api_keys
+    # Node gauges read the monitor's latest probes at scrape time (the status service exists once running).
+    app.state.metrics = metrics.create_metrics(
+        lambda: getattr(app.state, "status", None) and app.state.status.latest.values() or ())
     app.state.version = _package_version()
     app.state.started_monotonic = time.monotonic()
     install_error_handlers(app)
     app.add_middleware(CSRFGuard)
     app.include_router(status.build_router())
     app.include_router(models_api.build_router())
+    app.include_router(llm_proxy.build_router())
+    app.include_router(metrics.build_router())
 
     if _STATIC_DIR.is_dir():
         app.mount("/static", _RevalidatedStaticFiles(directory=_STATIC_DIR), name="static")

@@ -78,11 +78,20 @@ class Settings(BaseSettings):
     # Model lifecycle: how long a model may take to load, and how often it is checked meanwhile.
     launch_timeout_s: float = Field(1800.0, gt=0)
     launch_poll_interval_s: float = Field(2.0, gt=0)
+    # Gateway: how long a request waits for a model that is loading (a swap), the largest body
+    # accepted, and optional API keys (comma-separated) for the /v1 endpoints.
+    proxy_wait_for_model_s: float = Field(300.0, ge=0)
+    proxy_max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    proxy_api_keys: str | None = Field(None, repr=False)
     # SSH: a dead node is noticed after about keepalive_interval * keepalive_count seconds.
     ssh_connect_timeout_s: float = Field(5.0, gt=0)
     ssh_command_timeout_s: float = Field(15.0, gt=0)
     ssh_keepalive_interval_s: float = Field(2.0, gt=0)
     ssh_keepalive_count: int = Field(3, ge=1)
+
+    @property
+    def api_keys(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in (self.proxy_api_keys or "").split(",") if k.strip())
 
     @property
     def known_hosts_path(self) -> Path:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import openai
 import pytest
 
 from conftest import RunningApp, wait_until
@@ -80,6 +81,11 @@ def test_launch_on_spark2_answers_then_stops(app, sim_cluster):
     ready = wait_for_state(app, "gpt-oss-20b", "ready")
     assert ready["endpoint"].startswith(f"http://{sim_cluster.node('spark2').address}:")
     assert "paris" in chat(ready["endpoint"], "gpt-oss-20b").lower()
+    gateway = openai.OpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0)
+    assert "gpt-oss-20b" in [m.id for m in gateway.models.list().data]
+    reply = gateway.chat.completions.create(model="gpt-oss-20b", max_tokens=12, temperature=0, messages=[
+        {"role": "user", "content": "What is the capital of France? Answer in one word."}])
+    assert "paris" in reply.choices[0].message.content.lower()
     assert "spark-control-gpt-oss-20b" in sim_cluster.ssh("spark2", "docker ps --format '{{.Names}}'").stdout
     assert sim_cluster.ssh("spark1", "docker ps -q").stdout.strip() == "", "spark1 untouched"
 
@@ -114,11 +120,29 @@ def test_swap_events_end_in_ready(app):
                     if events[-1]["model"] == "gemma-3-27b-it" and events[-1]["state"] in ("ready", "failed"):
                         return
 
+    answers: list = []
+
+    def ask_incoming_model():
+        gateway = openai.OpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        try:
+            reply = gateway.chat.completions.create(model="gemma-3-27b-it", max_tokens=3,
+                                                    messages=[{"role": "user", "content": "Say hi"}])
+            answers.append(reply.choices[0].message.content)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported below
+            answers.append(exc)
+
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
     r = app.post("/api/swap", json={"model": "gemma-3-27b-it", "placement": "spark1"})
     assert r.status_code == 202, r.text
+    clients = [threading.Thread(target=ask_incoming_model) for _ in range(20)]
+    for t in clients:
+        t.start()
     reader.join(timeout=120)
+    for t in clients:
+        t.join(timeout=60)
+    failures = [a for a in answers if not isinstance(a, str)]
+    assert len(answers) == 20 and not failures, f"during the swap: {failures[:3]}"
     states = [(e["model"], e["state"]) for e in events]
     assert ("qwen3-4b", "stopping") in states and ("qwen3-4b", "stopped") in states
     assert states[-1] == ("gemma-3-27b-it", "ready"), states

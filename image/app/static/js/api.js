@@ -1,5 +1,6 @@
 /**
- * The one way the dashboard talks to the app: `api(path, options)`.
+ * The one way the dashboard talks to the app: `api(path, options)` (JSON), and `apiStream()`
+ * for a body read as it arrives.
  *
  * Every failure becomes an `ApiError` whose `message` is safe to show a user: the app's own
  * error body `{"error": {"message": ...}}`, FastAPI's `{"detail": ...}`, a non-JSON body (a
@@ -43,17 +44,45 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     throw new ApiError("Cannot reach spark-control: the app is not answering (network error).", 0);
   }
   const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = null; // an HTML error page from a proxy, say: fall through to the status line
-  }
+  const data = parseJson(text);
   if (response.ok) {
     if (data === null && text) throw new ApiError(`${method} ${path}: the answer was not JSON.`, response.status);
     return data;
   }
   throw new ApiError(errorMessage(data, response), response.status, data?.error?.code ?? null);
+}
+
+/**
+ * GET `path` and return the Response for its body to be read as a stream (logs that follow).
+ * Failures become an `ApiError` exactly as in `api()`; aborting via `signal` throws AbortError.
+ * @param {string} path
+ * @param {{signal?: AbortSignal}} [options]
+ * @returns {Promise<Response>}  ok, with a readable `body`
+ * @throws {ApiError}
+ */
+export async function apiStream(path, { signal } = {}) {
+  let response;
+  try {
+    response = await fetch(path, { signal, headers: { Accept: "text/plain, application/json" } });
+  } catch (err) {
+    if (err instanceof DOMException && err.name === "AbortError") throw err;
+    throw new ApiError("Cannot reach spark-control: the app is not answering (network error).", 0);
+  }
+  if (response.ok) return response;
+  const data = parseJson(await response.text());
+  throw new ApiError(errorMessage(data, response), response.status, data?.error?.code ?? null);
+}
+
+/**
+ * @param {string} text
+ * @returns {any}  the parsed body, or null when empty or not JSON
+ */
+function parseJson(text) {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null; // an HTML error page from a proxy, say: fall through to the status line
+  }
 }
 
 /**

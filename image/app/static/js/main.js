@@ -5,6 +5,7 @@
 
 import { initConnectivityPanel } from "./connectivity.js";
 import { startRelativeClock } from "./format.js";
+import { initModelsPanel } from "./models.js";
 import { initNodesPanel } from "./nodes.js";
 import { StatusStream } from "./stream.js";
 
@@ -12,6 +13,7 @@ function main() {
   const indicator = /** @type {HTMLElement} */ (document.getElementById("live"));
   const stream = new StatusStream(indicator.dataset.streamUrl, indicator, document.getElementById("updated"));
   initNodesPanel(/** @type {HTMLElement} */ (document.getElementById("nodes")), stream);
+  initModelsPanel(/** @type {HTMLElement} */ (document.getElementById("models")));
   initConnectivityPanel(/** @type {HTMLElement} */ (document.getElementById("connectivity")), stream);
   startRelativeClock();
   stream.start();

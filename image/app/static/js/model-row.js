@@ -1,0 +1,316 @@
+/**
+ * One catalog model in the Models panel: built once from <template id="tpl-model">, then
+ * updated in place from GET /api/models and from each `deployment` event. It owns the model's
+ * actions (launch, swap, stop), its dry run and its logs.
+ */
+
+import { api, readableError } from "./api.js";
+import { el, fromTemplate, setSlot, showMessage, slot } from "./dom.js";
+import { formatClock } from "./format.js";
+import { DryRunView } from "./model-dryrun.js";
+import { LogView } from "./model-logs.js";
+
+/**
+ * @typedef {{model: string, nodes: string[], endpoint: string, containers: Record<string, string>,
+ *   state: string, detail: string, since: number}} Deployment
+ * @typedef {{name: string, description: string, hf_repo: string, size_gb: number,
+ *   nodes: {min: number, max: number}, capabilities: string[], aliases: string[], state: string,
+ *   deployment: Deployment|null, weights: Record<string, boolean|null>}} CatalogModel
+ * @typedef {{modelsUrl: string, swapUrl: string, onChange: () => void}} RowOptions
+ */
+
+/** States in which containers exist and the model holds its nodes. */
+const RUNNING = new Set(["starting", "loading", "ready", "stopping"]);
+const VERB = { starting: "Starting on", loading: "Loading on", ready: "Serving on", stopping: "Stopping on",
+  failed: "Failed on" };
+const LOG_TAIL = 200;
+
+export class ModelRow {
+  /**
+   * @param {string} name
+   * @param {RowOptions} options
+   */
+  constructor(name, options) {
+    this.name = name;
+    this.options = options;
+    this.base = `${options.modelsUrl}/${encodeURIComponent(name)}`;
+    /** @type {Deployment|null} */
+    this.deployment = null;
+    this.state = "stopped";
+    this.inFlight = false;
+    this.placementKey = "";
+    this.bothNodes = "";
+    this.placementPicked = false;  // once the user chose, the selector stays as they left it
+    this.element = fromTemplate("tpl-model");
+    this.element.dataset.model = name;
+    this.element.id = `model-${name}`;
+    setSlot(this.element, "name", name);
+    slot(this.element, "actions").setAttribute("aria-label", `Actions for ${name}`);
+    this.dryRun = new DryRunView(slot(this.element, "dry-run"));
+    this.logs = new LogView(slot(this.element, "log"), slot(this.element, "logs-status"));
+    this.initActions();
+  }
+
+  /** @param {string} action */
+  button(action) {
+    return /** @type {HTMLButtonElement} */ (this.element.querySelector(`button[data-action="${action}"]`));
+  }
+
+  get placement() {
+    return /** @type {HTMLSelectElement} */ (slot(this.element, "placement")).value || "auto";
+  }
+
+  /**
+   * Everything GET /api/models says about the model.
+   * @param {CatalogModel} model
+   * @param {string[]} nodeNames
+   * @param {boolean} keepDeployment  a deployment event arrived while the catalog was fetched: it is newer
+   */
+  setCatalog(model, nodeNames, keepDeployment) {
+    const row = this.element;
+    setSlot(row, "description", model.description || "No description.");
+    setSlot(row, "size", `${model.size_gb} GB`);
+    const { min, max } = model.nodes;
+    setSlot(row, "span", min === max ? `${min} node${min === 1 ? "" : "s"}` : `${min}–${max} nodes`);
+    setSlot(row, "repo", model.hf_repo);
+    slot(row, "repo").title = model.aliases.length ? `Also called ${model.aliases.join(", ")}` : "";
+    slot(row, "capabilities").replaceChildren(...model.capabilities.map((c) =>
+      el("li", { class: "tag", text: c, attrs: { "data-capability": c } })));
+    this.renderWeights(model.weights, nodeNames);
+    this.renderPlacements(model.nodes, nodeNames);
+    if (!keepDeployment) this.setDeployment(model.deployment);
+  }
+
+  /**
+   * The model's deployment now (null: not running anywhere). From the catalog or an event.
+   * @param {Deployment|null} deployment
+   */
+  setDeployment(deployment) {
+    this.deployment = deployment && deployment.state !== "stopped" ? deployment : null;
+    const state = this.deployment?.state ?? "stopped";
+    const row = this.element;
+    const changed = state !== this.state;
+    this.state = state;
+    row.dataset.state = state;
+    const badge = slot(row, "badge");
+    badge.textContent = state;
+    badge.className = `pill model-badge badge-${state}`;
+    this.renderWhere();
+    const d = this.deployment;
+    const detail = slot(row, "detail");
+    showMessage(detail, d?.detail ? (state === "failed" ? `Reason: ${d.detail}` : d.detail) : null);
+    detail.classList.toggle("mono", state !== "failed");
+    slot(row, "progress").hidden = !(state === "starting" || state === "loading" || state === "stopping");
+    slot(row, "since-wrap").hidden = !d;
+    if (d) {
+      setSlot(row, "since-label", `${state} since`);
+      const time = slot(row, "since");
+      time.textContent = formatClock(d.since);
+      time.setAttribute("datetime", new Date(d.since * 1000).toISOString());
+    }
+    if (d && !this.placementPicked) this.selectPlacement(d.nodes);
+    this.updateButtons();
+    if (changed) this.options.onChange();
+  }
+
+  /**
+   * Show where the model runs in the (untouched) placement selector, so a dry run shows its command.
+   * @param {string[]} nodes
+   */
+  selectPlacement(nodes) {
+    const select = /** @type {HTMLSelectElement} */ (slot(this.element, "placement"));
+    const value = nodes.length === 1 ? nodes[0] : "both";
+    const option = [...select.options].find((o) => o.value === value && !o.disabled);
+    const sameNodes = value !== "both" || nodes.join("+") === this.bothNodes;
+    if (option && sameNodes) select.value = value;
+  }
+
+  renderWhere() {
+    const where = slot(this.element, "where");
+    const d = this.deployment;
+    if (!d) {
+      where.replaceChildren(el("span", { class: "muted", text: "Not running" }));
+      return;
+    }
+    const parts = [
+      el("span", { text: `${VERB[d.state] ?? d.state} ` }),
+      el("strong", { class: "mono", text: d.nodes.join(" + ") }),
+    ];
+    if (d.state === "ready") parts.push(el("span", { class: "muted", text: " at " }), el("span", { class: "mono", text: d.endpoint }));
+    where.replaceChildren(...parts);
+  }
+
+  /**
+   * @param {Record<string, boolean|null>} weights
+   * @param {string[]} nodeNames
+   */
+  renderWeights(weights, nodeNames) {
+    const list = slot(this.element, "weights");
+    list.setAttribute("aria-label", `Weights of ${this.name} in each node's Hugging Face cache`);
+    list.replaceChildren(...nodeNames.map((node) => {
+      const present = weights[node];
+      const [mark, words] = present === true ? ["✓", "weights present"]
+        : present === false ? ["✗", "no weights yet (downloaded at launch)"] : ["?", "node did not answer"];
+      return el("li", { class: "tag weight", attrs: { "data-node": node, "data-present": String(present), title: words } }, [
+        el("span", { class: "mono", text: node }),
+        el("span", { text: ` ${mark}`, attrs: { "aria-hidden": "true" } }),
+        el("span", { class: "visually-hidden", text: `: ${words}` }),
+      ]);
+    }));
+  }
+
+  /**
+   * The placement choices: auto, each node, both; those the model cannot use are disabled.
+   * @param {{min: number, max: number}} span
+   * @param {string[]} nodeNames
+   */
+  renderPlacements(span, nodeNames) {
+    const key = JSON.stringify([span, nodeNames]);
+    if (key === this.placementKey) return;
+    this.placementKey = key;
+    const select = /** @type {HTMLSelectElement} */ (slot(this.element, "placement"));
+    const previous = select.value;
+    const fits = (/** @type {number} */ count) => count >= span.min && count <= span.max;
+    const needs = span.min === span.max ? `needs ${span.min} node${span.min === 1 ? "" : "s"}` : `needs ${span.min}–${span.max} nodes`;
+    /** @type {[string, string, number][]} value, label, node count */
+    const choices = [["auto", `auto (${nodeNames.slice(0, Math.max(1, span.min)).join(" + ")})`, Math.max(1, span.min)]];
+    for (const node of nodeNames) choices.push([node, node, 1]);
+    this.bothNodes = nodeNames.slice(0, 2).join("+");
+    if (nodeNames.length >= 2) choices.push(["both", `both (${nodeNames.slice(0, 2).join(" + ")})`, 2]);
+    select.replaceChildren(...choices.map(([value, label, count]) => {
+      const option = /** @type {HTMLOptionElement} */ (el("option", { text: fits(count) ? label : `${label}: ${needs}`,
+        attrs: { value } }));
+      option.disabled = !fits(count);
+      return option;
+    }));
+    const usable = choices.find(([value, , count]) => value === previous && fits(count));
+    select.value = usable ? previous : "auto";
+  }
+
+  updateButtons() {
+    const running = RUNNING.has(this.state);
+    const stoppable = running && this.state !== "stopping" || this.state === "failed";
+    const set = (/** @type {string} */ action, /** @type {boolean} */ enabled) => {
+      this.button(action).disabled = this.inFlight || !enabled;
+    };
+    set("launch", !running);
+    set("swap", !running);
+    set("stop", stoppable);
+    set("dry-run", true);
+    this.button("logs").disabled = !(running || !slot(this.element, "logs").hidden);
+  }
+
+  initActions() {
+    const name = this.name;
+    this.button("launch").setAttribute("aria-label", `Launch ${name}`);
+    this.button("swap").setAttribute("aria-label", `Swap to ${name}`);
+    this.button("swap").title = "Stop whatever runs on the chosen nodes, then launch this model";
+    this.button("stop").setAttribute("aria-label", `Stop ${name}`);
+    this.button("dry-run").setAttribute("aria-label", `Dry run ${name}`);
+    this.button("dry-run").setAttribute("aria-controls", slot(this.element, "dry-run").id = `dry-run-${name}`);
+    this.button("logs").setAttribute("aria-label", `Logs of ${name}`);
+    this.button("logs").setAttribute("aria-controls", slot(this.element, "logs").id = `logs-${name}`);
+    slot(this.element, "placement").setAttribute("aria-label", `Placement of ${name}`);
+
+    this.button("launch").addEventListener("click", () => this.act("Launch", `${this.base}/launch`,
+      { placement: this.placement }));
+    this.button("swap").addEventListener("click", () => this.act("Swap", this.options.swapUrl,
+      { model: name, placement: this.placement }));
+    this.button("stop").addEventListener("click", () => this.act("Stop", `${this.base}/stop`, undefined));
+    this.button("dry-run").addEventListener("click", () => this.toggleDryRun());
+    this.button("logs").addEventListener("click", () => this.toggleLogs());
+    slot(this.element, "placement").addEventListener("change", () => {
+      this.placementPicked = true;
+      if (this.dryRun.open) this.showDryRun();
+    });
+    slot(this.element, "logs-node").addEventListener("change", () => this.followLogs());
+  }
+
+  /**
+   * POST an action; its answer (a deployment) is shown at once, the events carry the rest.
+   * @param {string} verb  Launch | Swap | Stop
+   * @param {string} url
+   * @param {object|undefined} body
+   */
+  async act(verb, url, body) {
+    const errorNode = slot(this.element, "error");
+    const hadFocus = this.element.contains(document.activeElement);
+    showMessage(errorNode, null);
+    this.inFlight = true;
+    this.element.setAttribute("aria-busy", "true");
+    this.updateButtons();
+    try {
+      const deployment = await api(url, { method: "POST", body });
+      // A swap answers with the new model's deployment; so do launch and stop.
+      if (deployment?.model === this.name) this.setDeployment(deployment);
+    } catch (err) {
+      let message = readableError(err);
+      if (verb === "Launch" && err?.status === 409 && /already runs/.test(message)) {
+        message = `${message.replace(/[.\s]*$/, "")}. Swap replaces what runs there.`;
+      }
+      showMessage(errorNode, `${verb} refused: ${message}`);
+    } finally {
+      this.inFlight = false;
+      this.element.removeAttribute("aria-busy");
+      this.updateButtons();
+      this.keepFocus(hadFocus);
+    }
+  }
+
+  /**
+   * A keyboard user whose button just became disabled lands on the next usable one in the row.
+   * @param {boolean} hadFocus  whether focus was in this row when the action started
+   */
+  keepFocus(hadFocus) {
+    const active = document.activeElement;
+    const lost = !active || active === document.body || (active instanceof HTMLButtonElement && active.disabled);
+    if (!hadFocus || !lost) return;
+    const buttons = /** @type {HTMLButtonElement[]} */ ([...this.element.querySelectorAll(".model-actions button")]);
+    buttons.find((b) => !b.disabled)?.focus();
+  }
+
+  toggleDryRun() {
+    const button = this.button("dry-run");
+    if (this.dryRun.open) {
+      this.dryRun.hide();
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    button.setAttribute("aria-expanded", "true");
+    this.showDryRun();
+  }
+
+  showDryRun() {
+    this.dryRun.show(`${this.base}/command?placement=${encodeURIComponent(this.placement)}`, this.name);
+  }
+
+  toggleLogs() {
+    const panel = slot(this.element, "logs");
+    const button = this.button("logs");
+    if (!panel.hidden) {
+      this.logs.stop();
+      panel.hidden = true;
+      button.setAttribute("aria-expanded", "false");
+      this.updateButtons();
+      return;
+    }
+    const nodes = this.deployment?.nodes ?? [];
+    const nodeSelect = /** @type {HTMLSelectElement} */ (slot(this.element, "logs-node"));
+    nodeSelect.replaceChildren(...nodes.map((n) => el("option", { text: n, attrs: { value: n } })));
+    slot(this.element, "logs-node-wrap").hidden = nodes.length < 2;
+    nodeSelect.setAttribute("aria-label", `Node whose logs of ${this.name} to show`);
+    panel.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    this.followLogs();
+  }
+
+  followLogs() {
+    const node = /** @type {HTMLSelectElement} */ (slot(this.element, "logs-node")).value;
+    const container = node ? this.deployment?.containers?.[node] : null;
+    setSlot(this.element, "logs-title", container ? `Logs of ${container} on ${node}` : `Logs of ${this.name}`);
+    slot(this.element, "log").setAttribute("aria-label", `Logs of ${this.name}${node ? ` on ${node}` : ""}`);
+    const query = new URLSearchParams({ follow: "true", tail: String(LOG_TAIL) });
+    if (node) query.set("node", node);
+    this.logs.follow(`${this.base}/logs?${query}`);
+  }
+}
