@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,13 @@ from sparksim.cluster import SimCluster
 IMAGE_DIR = Path(__file__).resolve().parent.parent
 
 
+def _exit_once(*_) -> None:
+    # A second signal must not interrupt the clean-up the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(0)
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root: the simulated Sparks are real sshd servers with their own users.",
@@ -25,6 +33,7 @@ def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="spark-control-demo-"))
     cluster = SimCluster(2)
     app = None
+    signal.signal(signal.SIGTERM, _exit_once)  # `kill` cleans up like Ctrl-C does
     try:
         cluster.start()
         for n in cluster.nodes:
@@ -42,6 +51,7 @@ def main() -> int:
               flush=True)
         return app.wait()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         return 0
     finally:
         if app is not None and app.poll() is None:
