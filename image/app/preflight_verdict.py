@@ -19,7 +19,8 @@ from app.launch_parse import ParsedLaunch, flag_float, flag_int
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding: `check` is syntax, topology, memory, port, image or container; node None = the plan."""
+    """One finding: `check` is syntax, topology, memory, port, image, container or node facts;
+    node None = the plan."""
 
     check: str
     node: str | None
@@ -50,17 +51,17 @@ def raise_for_problems(verdict: Verdict) -> None:
     if verdict.ok:
         return
     count = len(verdict.problems)
-    raise InvalidInput(f"pre-flight refused the launch ({count} problem{'s' if count != 1 else ''}): "
+    raise InvalidInput(f"pre-flight refused the launch ({plural(count, 'problem')}): "
                        + "; ".join(p.message for p in verdict.problems), field="preflight")
 
 
 def _summary(parsed: ParsedLaunch) -> dict[str, Any]:
+    """What the dry run shows of each node's command."""
     return {"image": parsed.image, "model": parsed.model, "container": parsed.container_name,
             "port": flag_int(parsed, "--port"), "headless": parsed.headless,
             "tensor_parallel_size": flag_int(parsed, "--tensor-parallel-size"),
             "pipeline_parallel_size": flag_int(parsed, "--pipeline-parallel-size"),
             "gpu_memory_utilization": flag_float(parsed, "--gpu-memory-utilization")}
-
 
 
 class Findings:
