@@ -17,7 +17,9 @@ from typing import Any
 class EventLog:
     def __init__(self, keep: int = 500) -> None:
         self._events: deque[dict[str, Any]] = deque(maxlen=keep)
-        self._next_id = 1
+        # Ids keep increasing across app restarts, so a browser's Last-Event-ID from before a
+        # restart never hides the new events.
+        self._next_id = int(time.time() * 1000)
         self._changed = asyncio.Event()
 
     def publish(self, kind: str, **fields: Any) -> dict[str, Any]:

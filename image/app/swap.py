@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -29,6 +30,10 @@ from app.ssh import NodePool
 
 log = logging.getLogger(__name__)
 
+
+
+# vLLM's access-log lines for the readiness probes themselves: noise as "progress".
+_ACCESS_LOG = re.compile(r'"(GET|POST) /(health|v1/models|v1/completions|v1/embeddings|metrics)\b')
 
 
 class State(str, Enum):
@@ -133,10 +138,9 @@ class Lifecycle:
         if current is not None and current.state in ACTIVE_STATES:
             raise Conflict(f"{entry.name} is already {current.state.value} on {'+'.join(current.nodes)}; "
                            f"stop it first or swap to it on other nodes")
-        occupants = self.occupants(nodes)
-        if occupants and not replace:
-            names = ", ".join(f"{d.model} ({'+'.join(d.nodes)})" for d in occupants)
-            raise Conflict(f"{'+'.join(nodes)} already runs {names}; stop it first or use POST /api/swap")
+        # A launch runs beside what is there (an embedder next to a chat model): the node
+        # checks decide whether memory and the port allow it. A swap replaces what is there.
+        occupants = self.occupants(nodes) if replace else []
         involved = sorted(set(nodes).union(*(d.nodes for d in occupants)))
         self._claim(involved, f"{'swapping to' if occupants else 'launching'} {entry.name}")
         try:
@@ -250,8 +254,11 @@ class Lifecycle:
         return " | ".join(line.strip() for line in result.stdout.strip().splitlines()[-lines:])[-600:]
 
     async def _last_log_line(self, deployment: Deployment) -> str:
+        """The head's latest log line that says something about loading (not our own health checks)."""
         head = deployment.nodes[0]
-        return await self._log_tail(head, deployment.containers[head], 1)
+        lines = (await self._log_tail(head, deployment.containers[head], 8)).split(" | ")
+        useful = [line for line in lines if line and not _ACCESS_LOG.search(line)]
+        return useful[-1] if useful else ""
 
     async def _run_stop(self, deployment: Deployment, *, release: bool) -> bool:
         failures = []

@@ -150,6 +150,18 @@ def test_swap_events_end_in_ready(app):
     assert model_state(app, "qwen3-4b")["state"] == "stopped"
 
 
+def test_a_second_model_runs_beside_the_first_when_it_fits(app, sim_cluster):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+    r = app.post("/api/models/bge-m3/launch", json={"placement": "spark1"})  # an embedder on its own port
+    assert r.status_code == 202, r.text
+    wait_for_state(app, "bge-m3", "ready")
+    assert model_state(app, "qwen3-4b")["state"] == "ready"
+    # Not enough memory left beside them for the 120B: refused with the figures, nothing started.
+    r = app.post("/api/models/gpt-oss-120b/launch", json={"placement": "spark1"})
+    assert r.status_code == 400 and "spark1" in r.json()["error"]["message"], r.text
+
+
 def test_second_operation_on_a_busy_node_is_409(app):
     assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
     r = app.post("/api/swap", json={"model": "gpt-oss-20b", "placement": "spark1"})

@@ -21,7 +21,7 @@ export class DryRunView {
     this.pending = null;
   }
 
-  get open() {
+  get isOpen() {
     return !this.container.hidden;
   }
 
@@ -36,7 +36,8 @@ export class DryRunView {
     this.pending = pending;
     this.container.hidden = false;
     this.container.setAttribute("aria-busy", "true");
-    this.container.replaceChildren(el("p", { class: "muted", text: `Building the command for ${model} and checking the nodes…` }));
+    this.container.replaceChildren(el("p", { class: "muted",
+      text: `Building the command for ${model} and checking the nodes…` }));
     try {
       /** @type {DryRun} */
       const plan = await api(url, { signal: pending.signal });
@@ -96,7 +97,8 @@ function renderDryRun(plan) {
  * @returns {HTMLElement}
  */
 function problemList(items, kind) {
-  return el("ul", { class: "findings", attrs: { "data-kind": kind, "aria-label": kind === "problem" ? "Problems" : "Warnings" } },
+  const label = kind === "problem" ? "Problems" : "Warnings";
+  return el("ul", { class: "findings", attrs: { "data-kind": kind, "aria-label": label } },
     items.map((p) => el("li", { attrs: { "data-check": p.check } }, [
       el("span", { class: "finding-check", text: p.check }),
       el("span", { text: p.message }),

@@ -5,12 +5,66 @@
  */
 
 import { apiStream, readableError } from "./api.js";
+import { el, setSlot, slot } from "./dom.js";
 
 // Enough for the loading story of a model; older text is dropped so a chatty model cannot
 // make the page slow.
 const KEEP_CHARS = 200_000;
 const TRIM_TO_CHARS = 150_000;
 const AT_END_PX = 24;
+const TAIL_LINES = 200;
+
+/**
+ * The row's logs block (`data-slot="logs"`): a title, a node choice for two-node models, a
+ * status line and the <pre>.
+ */
+export class LogsPanel {
+  /**
+   * @param {HTMLElement} root
+   * @param {string} url  the model's logs endpoint, without query
+   * @param {string} model
+   */
+  constructor(root, url, model) {
+    this.root = root;
+    this.url = url;
+    this.model = model;
+    /** @type {Record<string, string>} node -> container */
+    this.containers = {};
+    this.view = new LogView(slot(root, "log"), slot(root, "logs-status"));
+    this.nodeSelect = /** @type {HTMLSelectElement} */ (slot(root, "logs-node"));
+    this.nodeSelect.setAttribute("aria-label", `Node whose logs of ${model} to show`);
+    this.nodeSelect.addEventListener("change", () => this.follow());
+  }
+
+  get isOpen() {
+    return !this.root.hidden;
+  }
+
+  /** @param {{nodes: string[], containers: Record<string, string>}|null} deployment  where the model runs */
+  open(deployment) {
+    const nodes = deployment?.nodes ?? [];
+    this.containers = deployment?.containers ?? {};
+    this.nodeSelect.replaceChildren(...nodes.map((n) => el("option", { text: n, attrs: { value: n } })));
+    slot(this.root, "logs-node-wrap").hidden = nodes.length < 2;
+    this.root.hidden = false;
+    this.follow();
+  }
+
+  close() {
+    this.view.stop();
+    this.root.hidden = true;
+  }
+
+  follow() {
+    const node = this.nodeSelect.value;
+    const container = node ? this.containers[node] : null;
+    setSlot(this.root, "logs-title", container ? `Logs of ${container} on ${node}` : `Logs of ${this.model}`);
+    this.view.pre.setAttribute("aria-label", `Logs of ${this.model}${node ? ` on ${node}` : ""}`);
+    const query = new URLSearchParams({ follow: "true", tail: String(TAIL_LINES) });
+    if (node) query.set("node", node);
+    this.view.follow(`${this.url}?${query}`);
+  }
+}
 
 export class LogView {
   /**

@@ -8,7 +8,7 @@ import { api, readableError } from "./api.js";
 import { el, fromTemplate, setSlot, showMessage, slot } from "./dom.js";
 import { formatClock } from "./format.js";
 import { DryRunView } from "./model-dryrun.js";
-import { LogView } from "./model-logs.js";
+import { LogsPanel } from "./model-logs.js";
 
 /**
  * @typedef {{model: string, nodes: string[], endpoint: string, containers: Record<string, string>,
@@ -23,7 +23,6 @@ import { LogView } from "./model-logs.js";
 const RUNNING = new Set(["starting", "loading", "ready", "stopping"]);
 const VERB = { starting: "Starting on", loading: "Loading on", ready: "Serving on", stopping: "Stopping on",
   failed: "Failed on" };
-const LOG_TAIL = 200;
 
 export class ModelRow {
   /**
@@ -41,13 +40,14 @@ export class ModelRow {
     this.placementKey = "";
     this.bothNodes = "";
     this.placementPicked = false;  // once the user chose, the selector stays as they left it
+    this.lastSince = 0;  // server time of the newest state shown
     this.element = fromTemplate("tpl-model");
     this.element.dataset.model = name;
     this.element.id = `model-${name}`;
     setSlot(this.element, "name", name);
     slot(this.element, "actions").setAttribute("aria-label", `Actions for ${name}`);
     this.dryRun = new DryRunView(slot(this.element, "dry-run"));
-    this.logs = new LogView(slot(this.element, "log"), slot(this.element, "logs-status"));
+    this.logs = new LogsPanel(slot(this.element, "logs"), `${this.base}/logs`, name);
     this.initActions();
   }
 
@@ -86,6 +86,7 @@ export class ModelRow {
    * @param {Deployment|null} deployment
    */
   setDeployment(deployment) {
+    if (deployment?.since) this.lastSince = deployment.since;
     this.deployment = deployment && deployment.state !== "stopped" ? deployment : null;
     const state = this.deployment?.state ?? "stopped";
     const row = this.element;
@@ -100,6 +101,7 @@ export class ModelRow {
     const detail = slot(row, "detail");
     showMessage(detail, d?.detail ? (state === "failed" ? `Reason: ${d.detail}` : d.detail) : null);
     detail.classList.toggle("mono", state !== "failed");
+    detail.title = d?.detail ?? "";  // the box shows a few lines; the whole line on hover
     slot(row, "progress").hidden = !(state === "starting" || state === "loading" || state === "stopping");
     slot(row, "since-wrap").hidden = !d;
     if (d) {
@@ -136,7 +138,9 @@ export class ModelRow {
       el("span", { text: `${VERB[d.state] ?? d.state} ` }),
       el("strong", { class: "mono", text: d.nodes.join(" + ") }),
     ];
-    if (d.state === "ready") parts.push(el("span", { class: "muted", text: " at " }), el("span", { class: "mono", text: d.endpoint }));
+    if (d.state === "ready") {
+      parts.push(el("span", { class: "muted", text: " at " }), el("span", { class: "mono", text: d.endpoint }));
+    }
     where.replaceChildren(...parts);
   }
 
@@ -151,7 +155,8 @@ export class ModelRow {
       const present = weights[node];
       const [mark, words] = present === true ? ["✓", "weights present"]
         : present === false ? ["✗", "no weights yet (downloaded at launch)"] : ["?", "node did not answer"];
-      return el("li", { class: "tag weight", attrs: { "data-node": node, "data-present": String(present), title: words } }, [
+      const attrs = { "data-node": node, "data-present": String(present), title: words };
+      return el("li", { class: "tag weight", attrs }, [
         el("span", { class: "mono", text: node }),
         el("span", { text: ` ${mark}`, attrs: { "aria-hidden": "true" } }),
         el("span", { class: "visually-hidden", text: `: ${words}` }),
@@ -171,9 +176,11 @@ export class ModelRow {
     const select = /** @type {HTMLSelectElement} */ (slot(this.element, "placement"));
     const previous = select.value;
     const fits = (/** @type {number} */ count) => count >= span.min && count <= span.max;
-    const needs = span.min === span.max ? `needs ${span.min} node${span.min === 1 ? "" : "s"}` : `needs ${span.min}–${span.max} nodes`;
+    const needs = span.min === span.max
+      ? `needs ${span.min} node${span.min === 1 ? "" : "s"}` : `needs ${span.min}–${span.max} nodes`;
+    const autoCount = Math.max(1, span.min);  // what the app picks: as few nodes as the model needs
     /** @type {[string, string, number][]} value, label, node count */
-    const choices = [["auto", `auto (${nodeNames.slice(0, Math.max(1, span.min)).join(" + ")})`, Math.max(1, span.min)]];
+    const choices = [["auto", `auto (${nodeNames.slice(0, autoCount).join(" + ")})`, autoCount]];
     for (const node of nodeNames) choices.push([node, node, 1]);
     this.bothNodes = nodeNames.slice(0, 2).join("+");
     if (nodeNames.length >= 2) choices.push(["both", `both (${nodeNames.slice(0, 2).join(" + ")})`, 2]);
@@ -189,7 +196,7 @@ export class ModelRow {
 
   updateButtons() {
     const running = RUNNING.has(this.state);
-    const stoppable = running && this.state !== "stopping" || this.state === "failed";
+    const stoppable = (running && this.state !== "stopping") || this.state === "failed";
     const set = (/** @type {string} */ action, /** @type {boolean} */ enabled) => {
       this.button(action).disabled = this.inFlight || !enabled;
     };
@@ -197,7 +204,7 @@ export class ModelRow {
     set("swap", !running);
     set("stop", stoppable);
     set("dry-run", true);
-    this.button("logs").disabled = !(running || !slot(this.element, "logs").hidden);
+    this.button("logs").disabled = !(running || this.logs.isOpen);
   }
 
   initActions() {
@@ -207,9 +214,11 @@ export class ModelRow {
     this.button("swap").title = "Stop whatever runs on the chosen nodes, then launch this model";
     this.button("stop").setAttribute("aria-label", `Stop ${name}`);
     this.button("dry-run").setAttribute("aria-label", `Dry run ${name}`);
-    this.button("dry-run").setAttribute("aria-controls", slot(this.element, "dry-run").id = `dry-run-${name}`);
+    slot(this.element, "dry-run").id = `dry-run-${name}`;
+    this.button("dry-run").setAttribute("aria-controls", `dry-run-${name}`);
     this.button("logs").setAttribute("aria-label", `Logs of ${name}`);
-    this.button("logs").setAttribute("aria-controls", slot(this.element, "logs").id = `logs-${name}`);
+    slot(this.element, "logs").id = `logs-${name}`;
+    this.button("logs").setAttribute("aria-controls", `logs-${name}`);
     slot(this.element, "placement").setAttribute("aria-label", `Placement of ${name}`);
 
     this.button("launch").addEventListener("click", () => this.act("Launch", `${this.base}/launch`,
@@ -221,9 +230,8 @@ export class ModelRow {
     this.button("logs").addEventListener("click", () => this.toggleLogs());
     slot(this.element, "placement").addEventListener("change", () => {
       this.placementPicked = true;
-      if (this.dryRun.open) this.showDryRun();
+      if (this.dryRun.isOpen) this.showDryRun();
     });
-    slot(this.element, "logs-node").addEventListener("change", () => this.followLogs());
   }
 
   /**
@@ -241,8 +249,9 @@ export class ModelRow {
     this.updateButtons();
     try {
       const deployment = await api(url, { method: "POST", body });
-      // A swap answers with the new model's deployment; so do launch and stop.
-      if (deployment?.model === this.name) this.setDeployment(deployment);
+      // The answer (launch, swap and stop all answer with this model's deployment) may come after
+      // newer events about it: only a state at least as recent is shown.
+      if (deployment?.model === this.name && !(deployment.since < this.lastSince)) this.setDeployment(deployment);
     } catch (err) {
       let message = readableError(err);
       if (verb === "Launch" && err?.status === 409 && /already runs/.test(message)) {
@@ -271,7 +280,7 @@ export class ModelRow {
 
   toggleDryRun() {
     const button = this.button("dry-run");
-    if (this.dryRun.open) {
+    if (this.dryRun.isOpen) {
       this.dryRun.hide();
       button.setAttribute("aria-expanded", "false");
       return;
@@ -285,32 +294,13 @@ export class ModelRow {
   }
 
   toggleLogs() {
-    const panel = slot(this.element, "logs");
     const button = this.button("logs");
-    if (!panel.hidden) {
-      this.logs.stop();
-      panel.hidden = true;
-      button.setAttribute("aria-expanded", "false");
-      this.updateButtons();
-      return;
+    if (this.logs.isOpen) {
+      this.logs.close();
+    } else {
+      this.logs.open(this.deployment);
     }
-    const nodes = this.deployment?.nodes ?? [];
-    const nodeSelect = /** @type {HTMLSelectElement} */ (slot(this.element, "logs-node"));
-    nodeSelect.replaceChildren(...nodes.map((n) => el("option", { text: n, attrs: { value: n } })));
-    slot(this.element, "logs-node-wrap").hidden = nodes.length < 2;
-    nodeSelect.setAttribute("aria-label", `Node whose logs of ${this.name} to show`);
-    panel.hidden = false;
-    button.setAttribute("aria-expanded", "true");
-    this.followLogs();
-  }
-
-  followLogs() {
-    const node = /** @type {HTMLSelectElement} */ (slot(this.element, "logs-node")).value;
-    const container = node ? this.deployment?.containers?.[node] : null;
-    setSlot(this.element, "logs-title", container ? `Logs of ${container} on ${node}` : `Logs of ${this.name}`);
-    slot(this.element, "log").setAttribute("aria-label", `Logs of ${this.name}${node ? ` on ${node}` : ""}`);
-    const query = new URLSearchParams({ follow: "true", tail: String(LOG_TAIL) });
-    if (node) query.set("node", node);
-    this.logs.follow(`${this.base}/logs?${query}`);
+    button.setAttribute("aria-expanded", String(this.logs.isOpen));
+    this.updateButtons();
   }
 }

@@ -12,6 +12,7 @@ import { ModelRow } from "./model-row.js";
 const SETTLED = new Set(["ready", "stopped", "failed"]);
 const REFETCH_DELAY_MS = 300;
 const RECONNECT_MS = 2000;
+const RETRY_MS = 5000;
 
 /** @param {HTMLElement} panel  the <section> with data-models-url, data-swap-url, data-events-url */
 export function initModelsPanel(panel) {
@@ -35,7 +36,7 @@ export function initModelsPanel(panel) {
     for (const row of rows.values()) counts.set(row.state, (counts.get(row.state) ?? 0) + 1);
     const parts = ["ready", "loading", "starting", "stopping", "failed"]
       .filter((s) => counts.get(s)).map((s) => `${counts.get(s)} ${s}`);
-    slot(panel, "summary").textContent = `${rows.size} in the catalog${parts.length ? ` · ${parts.join(" · ")}` : ""}`;
+    slot(panel, "summary").textContent = [`${rows.size} in the catalog`, ...parts].join(" · ");
   }
 
   async function load() {
@@ -70,6 +71,8 @@ export function initModelsPanel(panel) {
     load().catch((err) => {
       loading.hidden = true;
       showMessage(errorNode, `Could not read the model catalog: ${readableError(err)}`);
+      clearTimeout(refetchTimer);
+      refetchTimer = setTimeout(reload, RETRY_MS);
     });
   }
 
