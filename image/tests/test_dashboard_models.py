@@ -233,11 +233,11 @@ def test_launch_logs_busy_swap_and_stop(app, sim_cluster, open_dashboard):
     expect(log).to_contain_text("Starting vLLM API server")
     expect(qwen.locator('[data-slot="logs-status"]')).to_have_text("following")
 
-    # Another model on the busy node: refused with the app's message, next to that model.
+    # Another model on the same port of that node: refused by the node checks, next to that model.
     gemma.get_by_label("Placement of gemma-3-27b-it").select_option("spark2")
     gemma.get_by_role("button", name="Launch gemma-3-27b-it").click()
     expect(gemma.locator('[data-slot="error"]')).to_have_text(re.compile(
-        r"^Launch refused: spark2 already runs qwen3-4b \(spark2\); stop it first"))
+        r"^Launch refused: .*port 8000 is already listening \(held by .*spark-control-qwen3-4b.*Swap replaces what runs there\.$"))
     expect(badge(page, "gemma-3-27b-it")).to_have_text("stopped")
     gemma.get_by_role("button", name="Dry run").click()
     expect(gemma.locator(".verdict")).to_have_attribute("data-kind", "refused")
@@ -287,5 +287,5 @@ def test_launch_logs_busy_swap_and_stop(app, sim_cluster, open_dashboard):
     assert deployed(app) == []
     assert sim_cluster.ssh("spark2", "docker ps -aq").stdout.strip() == ""
     expect(page.locator('#models [data-slot="summary"]')).to_have_text(re.compile(r"^\d+ in the catalog$"))
-    assert problems.unexpected(r"HTTP 409: .*/api/models/gemma-3-27b-it/launch$", r"status of 409",
+    assert problems.unexpected(r"HTTP 400: .*/api/models/gemma-3-27b-it/launch$", r"status of 400",
                                r"request failed: .*/logs\?.* net::ERR_ABORTED") == [], problems.items

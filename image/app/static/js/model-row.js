@@ -254,7 +254,7 @@ export class ModelRow {
       if (deployment?.model === this.name && !(deployment.since < this.lastSince)) this.setDeployment(deployment);
     } catch (err) {
       let message = readableError(err);
-      if (verb === "Launch" && err?.status === 409 && /already runs/.test(message)) {
+      if (verb === "Launch" && /already (runs|listening)/.test(message)) {
         message = `${message.replace(/[.\s]*$/, "")}. Swap replaces what runs there.`;
       }
       showMessage(errorNode, `${verb} refused: ${message}`);
