@@ -29,6 +29,12 @@ def stop_command(container: str, timeout_s: int = STOP_TIMEOUT_S) -> str:
             + shellsafe.quote_args(["docker", "rm", name]))
 
 
+def remove_if_stopped_command(container: str) -> str:
+    """`docker rm` without -f: clears an exited container left by an earlier failed run so its name
+    can be reused, and never touches a running one."""
+    return shellsafe.quote_args(["docker", "rm", shellsafe.validate_container_name(container)]) + " >/dev/null 2>&1; true"
+
+
 def list_containers_command() -> str:
     """Every spark-control container on a node, running or not, one JSON object per line."""
     return shellsafe.quote_args(["docker", "ps", "-a", "--no-trunc", "--filter", f"label={LABEL_PREFIX}model",

@@ -16,7 +16,8 @@ from app.launch import (HF_CACHE_MOUNT, MASTER_PORT, LaunchOverrides, LaunchPlan
                         endpoint_url)
 from app.model_containers import (CONTAINER_PREFIX, HF_CACHE_LIST_COMMAND, LABEL_PREFIX, ManagedContainer,
                                   container_name, inspect_command, list_containers_command, logs_command,
-                                  parse_container_list, parse_hf_cache_listing, stop_command)
+                                  parse_container_list, parse_hf_cache_listing, remove_if_stopped_command,
+                                  stop_command)
 from app.model_schema import (DEFAULT_IMAGE, DEFAULT_PORT, FABRIC_ENV, GPU_MEMORY_UTILIZATION_MAX, MANAGED_FLAGS,
                               SECRET_ENV, CatalogDefaults, ModelEntry, NodeRange, VllmArgs)
 from app.placement import Placement, resolve_placement
@@ -27,5 +28,5 @@ __all__ = [
     "Catalog", "CatalogDefaults", "LaunchOverrides", "LaunchPlan", "ManagedContainer", "ModelEntry", "NodeCommand",
     "NodeRange", "Placement", "VllmArgs", "build_launch_command", "container_name", "list_containers_command",
     "load_catalog", "parse_container_list", "resolve_placement", "stop_command", "HF_CACHE_LIST_COMMAND",
-    "inspect_command", "logs_command", "parse_hf_cache_listing", "endpoint_url",
+    "inspect_command", "logs_command", "remove_if_stopped_command", "parse_hf_cache_listing", "endpoint_url",
 ]

@@ -63,9 +63,11 @@ def _finish(node: str, command: str, exit_status: int | None, stdout: str, stder
     result = CommandResult(exit_status, stdout, stderr, time.monotonic() - started)
     if check and exit_status != 0:
         first_word = command.split(None, 1)[0] if command.strip() else command
-        detail = (stderr or stdout).strip().splitlines()[-1:] or [""]
+        # The last lines, not just the last: docker ends with "See 'docker run --help'." after the reason.
+        lines = [line.strip() for line in (stderr or stdout).splitlines() if line.strip()]
+        detail = " / ".join(lines[-3:])[-400:]
         raise RemoteCommandFailed(
-            f"{node}: `{first_word} ...` exited with status {exit_status}: {detail[0][:300]}",
+            f"{node}: `{first_word} ...` exited with status {exit_status}: {detail}",
             node=node, exit_status=exit_status, stderr=stderr,
         )
     return result

@@ -193,6 +193,7 @@ class Lifecycle:
                                             "; ".join(p.message for p in verdict.problems))
             for command in plan.commands:  # head first: the worker joins it
                 self._transition(deployment, State.STARTING, f"starting {command.container} on {command.node}")
+                await self.pool.run(command.node, models.remove_if_stopped_command(command.container), timeout=30)
                 await self.pool.run(command.node, command.command, timeout=120)
             self._transition(deployment, State.LOADING, "containers started; waiting for the model to load")
             await self._wait_until_ready(deployment)

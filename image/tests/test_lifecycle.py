@@ -240,6 +240,13 @@ def test_node_dying_while_loading_fails_with_reason(app, sim_cluster):
     assert "spark-control-qwen3-4b" in sim_cluster.ssh("spark1", "docker ps --format '{{.Names}}'").stdout
 
 
+def test_a_leftover_exited_container_does_not_block_a_launch(app, sim_cluster):
+    # What a crash leaves behind: an exited container with the model's name.
+    sim_cluster.ssh("spark1", "docker run --name spark-control-qwen3-4b nvcr.io/nvidia/vllm:25.09-py3 true", check=True)
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+
+
 def test_state_survives_an_app_restart(app, sim_cluster, tmp_path):
     assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark2"}).status_code == 202
     wait_for_state(app, "qwen3-4b", "ready")
