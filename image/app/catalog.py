@@ -1,7 +1,7 @@
 """The model catalog: the bundled models.yaml (or MODELS_YAML), then MODELS_OVERRIDES merged over it.
 
 Layering, in order:
-1. The base file: `image/models.yaml`, or the file named by MODELS_YAML, which replaces it.
+1. The base file: `image/app/models.yaml`, or the file named by MODELS_YAML, which replaces it.
 2. MODELS_OVERRIDES, same shape: `defaults` deep-merge into the base defaults; each entry under
    `models` either adds a model, deep-merges into the model of that name (mappings merge, lists
    and scalars replace), replaces it whole (`replace: true`), or removes it (`name: null`).
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from app.errors import ConfigError, NotFound
 from app.model_schema import CatalogDefaults, ModelEntry
 
-BUNDLED_MODELS_YAML = Path(__file__).resolve().parent.parent / "models.yaml"
+BUNDLED_MODELS_YAML = Path(__file__).resolve().parent / "models.yaml"
 _TOP_LEVEL_KEYS = ("defaults", "models")
 _SHOWN_INPUT_LIMIT = 60
 

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
 def nodes_from_env(env: Mapping[str, str]) -> list[NodeConfig]:
     """SPARK{n}_HOST / _USER / _PORT for any n, ordered by n. None configured -> this machine."""
     numbers = sorted(int(m.group(1)) for key in env if (m := _NODE_VAR.match(key)) and env[key])
-    default_user = env.get("USER") or getpass.getuser()
+    default_user = env.get("USER") or _current_user()
     nodes = []
     for n in numbers:
         port_text = env.get(f"SPARK{n}_PORT", "22") or "22"
@@ -152,6 +152,14 @@ def nodes_from_env(env: Mapping[str, str]) -> list[NodeConfig]:
     if not nodes:
         nodes.append(NodeConfig(name="spark1", host="local", user=default_user))
     return nodes
+
+
+def _current_user() -> str:
+    """getpass fails for a uid with no passwd entry (containers run with --user 10001): use the uid."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
