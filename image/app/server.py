@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 import httpx
 
-from app import llm_proxy, metrics, models, models_api, status
+from app import embeddings_proxy, llm_proxy, metrics, models, models_api, status
 from app.connectivity import ConnectivityLog, ConnectivityMonitor
 from app.errors import ConfigError, install_error_handlers
 from app.settings import Settings
@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(status.build_router())
     app.include_router(models_api.build_router())
     app.include_router(llm_proxy.build_router())
+    app.include_router(embeddings_proxy.build_router())
     app.include_router(metrics.build_router())
 
     if _STATIC_DIR.is_dir():

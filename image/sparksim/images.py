@@ -95,6 +95,11 @@ RULES: list[ImageRule] = [
     # (bash, sleep, ...) run as is.
     ImageRule("nvcr.io/nvidia/vllm:*", size=21_400_000_000, resolver="sparksim.vllm_server:resolve"),
     ImageRule("nvcr.io/nim/*", size=14_800_000_000),
+    # spark_embed (image/spark_embed/Dockerfile, built on a Spark as spark-control/spark-embed, or any
+    # tag ending in spark-embed): the real embeddings app under the sim venv (sparksim/spark_embed_runner.py).
+    ImageRule("*spark-embed:*", size=9_870_000_000,
+              default_cmd=["sh", "-c", 'exec uvicorn spark_embed.app:app --host 0.0.0.0 --port "${PORT:-8001}"'],
+              resolver="sparksim.spark_embed_runner:resolve"),
     ImageRule("*"),  # generic: run CMD as a local process, or sleep when there is none
 ]
 

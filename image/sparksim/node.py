@@ -238,6 +238,10 @@ def install_tools(base: Path) -> None:
     lib = base / "lib"
     shutil.rmtree(lib, ignore_errors=True)
     shutil.copytree(SPARKSIM_SRC, lib / "sparksim", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # The embeddings container's app, which the spark-embed image rule runs (sparksim/spark_embed_runner.py).
+    if (SPARKSIM_SRC.parent / "spark_embed").is_dir():
+        shutil.copytree(SPARKSIM_SRC.parent / "spark_embed", lib / "spark_embed",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile", ".dockerignore"))
     bin_dir = base / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool, module in (("docker", "sparksim.docker_cli"), ("nvidia-smi", "sparksim.nvidia_smi")):
