@@ -72,7 +72,14 @@ $(SIM_VENV)/.spark-embed-installed: $(SIM_VENV)/.installed
 demo: bootstrap
 	cd image && .venv/bin/python -m sparksim.demo
 
-test: bootstrap
+# The engines build (minutes, once per machine) runs in the background while the tests that do
+# not need it run; the tests that do wait for it (tests/conftest.py: _engines_built).
+test: apt venv
+	@if [ ! -f $(SIM_VENV)/.spark-embed-installed ]; then \
+	  echo "building the simulated Sparks' engines in the background (log: $(SIM_VENV).log)"; \
+	  rm -f $(SIM_VENV).failed; \
+	  ( $(MAKE) --no-print-directory sim-venv > $(SIM_VENV).log 2>&1 || touch $(SIM_VENV).failed ) & \
+	fi; \
 	cd image && .venv/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv apt

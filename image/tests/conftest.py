@@ -129,6 +129,39 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
     pytest.fail(f"timed out after {timeout} s waiting for {message}; last value: {last!r}")
 
 
+# Modules whose integration tests run the simulated Sparks' real engines (llama.cpp, torch), which
+# `make test` may still be building in the background on a fresh machine.
+_ENGINE_MODULES = {"test_lifecycle", "test_sparksim_vllm", "test_spark_embed", "test_embeddings_proxy",
+                   "test_dashboard_models"}
+_ENGINES_READY = ".spark-embed-installed"  # the last stamp `make sim-venv` writes
+
+
 def pytest_collection_modifyitems(config, items):
-    """Fast unit tests first, so a failure shows early; real-sshd and browser tests after."""
-    items.sort(key=lambda item: item.get_closest_marker("integration") is not None)
+    """Fast unit tests first, so a failure shows early; then real servers; last, what needs the
+    engines (so their build overlaps everything else)."""
+    for item in items:
+        if item.get_closest_marker("integration") and item.module.__name__ in _ENGINE_MODULES:
+            item.add_marker(pytest.mark.engines)
+    items.sort(key=lambda item: (item.get_closest_marker("integration") is not None,
+                                 item.get_closest_marker("engines") is not None))
+
+
+@pytest.fixture(scope="session")
+def _engines_built():
+    venv = Path(os.environ.get("SPARKSIM_VENV") or "/opt/sparksim-venv")
+    failed, log = Path(f"{venv}.failed"), Path(f"{venv}.log")
+    deadline = time.monotonic() + 30 * 60
+    while not (venv / _ENGINES_READY).exists():
+        if failed.exists():
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            pytest.fail(f"building the simulated Sparks' engines failed (make sim-venv):\n{tail}")
+        stalled = log.exists() and time.time() - log.stat().st_mtime > 15 * 60
+        if not log.exists() or stalled or time.monotonic() > deadline:
+            pytest.fail(f"{venv} is not built: run `make sim-venv` (make test does it)")
+        time.sleep(2)
+
+
+@pytest.fixture(autouse=True)
+def _wait_for_engines(request):
+    if request.node.get_closest_marker("engines"):
+        request.getfixturevalue("_engines_built")
