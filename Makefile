@@ -22,12 +22,13 @@ SENTENCE_TRANSFORMERS_VERSION := 6.2.0
 TRANSFORMERS_VERSION := 5.24.0
 MINILM_VERSION := 0.1.0
 
-.PHONY: help bootstrap apt venv sim-venv demo test test-unit bench clean
+.PHONY: help bootstrap apt venv sim-venv demo test test-unit bench bench-gateway clean
 
 help:
 	@echo "make demo   - the dashboard on http://127.0.0.1:9999 against two simulated Sparks"
 	@echo "make test   - the whole test suite (unit tests first, then real sshd nodes)"
-	@echo "make bench  - benchmarks (see docs/PERFORMANCE.md)"
+	@echo "make bench  - SSH status refresh benchmark (see docs/PERFORMANCE.md)"
+	@echo "make bench-gateway - gateway overhead: direct vs spark-control vs LiteLLM (~6 min)"
 
 bootstrap: apt venv sim-venv
 
@@ -87,6 +88,9 @@ test-unit: venv apt
 
 bench: bootstrap
 	cd image && .venv/bin/python ../bench/ssh_status.py
+
+bench-gateway: venv
+	cd image && .venv/bin/python ../bench/proxy_overhead.py
 
 clean:
 	rm -rf $(VENV) test-artifacts

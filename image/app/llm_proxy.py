@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -19,15 +20,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app import routing
 from app.errors import SparkControlError
-from app.metrics import GatewayMetrics
+from app.metrics import GatewayMetrics, RouteMetrics
 from app.openai_errors import openai_error_response, sse_error_event
 from app.swap import State
+from app.upstream_http import UpstreamError, UpstreamPool, UpstreamResponse
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Per phase: a model server that does not accept a connection within seconds is down; one that
 # thinks for minutes before its first token is just busy.
 _CONNECT_TIMEOUT_S = 3.0
 _NON_STREAM_READ_TIMEOUT_S = 600.0
+# Idle upstream connections are dropped before vLLM's (uvicorn's) 5 s keep-alive timeout closes them.
+_KEEPALIVE_EXPIRY_S = 4.0
 
 
 def check_api_key(request: Request) -> JSONResponse | None:
@@ -81,47 +85,92 @@ async def relay(request: Request, path: str, capability: str) -> Response:
         payload["model"] = upstream.served_name
         body = json.dumps(payload).encode()
     stream = payload.get("stream") is True
-    return await _forward(state.http, state.metrics, upstream, path, body, stream)
+    return await _forward(state.upstream_pool, state.metrics, upstream, path, body, stream)
 
 
-async def _forward(http: httpx.AsyncClient, metrics: GatewayMetrics, upstream: routing.Upstream, path: str,
-                   body: bytes, stream: bool) -> Response:
+class _HttpxUpstream:
+    """UpstreamPool's interface over an httpx client, for callers that pass `app.state.http` to
+    `_forward` (the embeddings proxy does): same behaviour, httpx's cost."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post(self, base_url: str, path: str, body: bytes, *, read_timeout_s: float | None):
+        request = self.http.build_request(
+            "POST", f"{base_url}{path}", content=body, headers={"content-type": "application/json"},
+            timeout=httpx.Timeout(connect=_CONNECT_TIMEOUT_S, read=read_timeout_s, write=30.0, pool=30.0))
+        try:
+            return _HttpxResponse(await self.http.send(request, stream=True))
+        except httpx.HTTPError as exc:
+            raise _as_upstream_error(exc) from exc
+
+
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response, self.status_code, self.headers = response, response.status_code, response.headers
+
+    async def aread(self) -> bytes:
+        try:
+            return await self.response.aread()
+        except httpx.HTTPError as exc:
+            raise _as_upstream_error(exc) from exc
+
+    async def aiter_raw(self):
+        try:
+            async for chunk in self.response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _as_upstream_error(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+def _as_upstream_error(exc: httpx.HTTPError) -> UpstreamError:
+    return type(type(exc).__name__, (UpstreamError,), {})(str(exc))  # keeps httpx's name for the message
+
+
+async def _forward(pool: UpstreamPool | httpx.AsyncClient, metrics: GatewayMetrics, upstream: routing.Upstream,
+                   path: str, body: bytes, stream: bool) -> Response:
+    """Relay one request. `pool` is app.state.upstream_pool (an httpx client still works, slower)."""
+    if isinstance(pool, httpx.AsyncClient):
+        pool = _HttpxUpstream(pool)
     model = upstream.model
+    route = metrics.route(model, path)
     started = time.perf_counter()
-    timeout = httpx.Timeout(connect=_CONNECT_TIMEOUT_S, read=None if stream else _NON_STREAM_READ_TIMEOUT_S,
-                            write=30.0, pool=30.0)
-    request = http.build_request("POST", f"{upstream.base_url}{path}", content=body, timeout=timeout,
-                                 headers={"content-type": "application/json"})
-    metrics.in_flight.labels(model).inc()
+    route.in_flight.inc()
     try:
-        response = await http.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        metrics.in_flight.labels(model).dec()
-        metrics.errors.labels(model, path, "upstream").inc()
-        metrics.requests.labels(model, path, "502").inc()
-        return openai_error_response(502, f"The model server for `{model}` at {upstream.base_url} did not answer: "
-                                          f"{type(exc).__name__}.", source="upstream", code="upstream_unreachable")
-    if not stream or response.status_code != 200:
+        response = await pool.post(upstream.base_url, path, body,
+                                   read_timeout_s=None if stream else _NON_STREAM_READ_TIMEOUT_S)
+        if stream and response.status_code == 200:
+            return StreamingResponse(_relay_stream(route, model, response, started),
+                                     status_code=200, media_type="text/event-stream", headers=_STREAM_HEADERS)
         try:
             content = await response.aread()
         finally:
             await response.aclose()
-            metrics.in_flight.labels(model).dec()
-        return _finish_plain(metrics, model, path, response, content, started)
-    return StreamingResponse(_relay_stream(metrics, model, path, response, started),
-                             status_code=200, media_type="text/event-stream", headers=_STREAM_HEADERS)
+    except UpstreamError as exc:
+        route.in_flight.dec()
+        route.error("upstream").inc()
+        route.requests("502").inc()
+        return openai_error_response(502, f"The model server for `{model}` at {upstream.base_url} did not answer: "
+                                          f"{type(exc).__name__}.", source="upstream", code="upstream_unreachable")
+    except BaseException:
+        route.in_flight.dec()
+        raise
+    route.in_flight.dec()
+    return _finish_plain(route, response, content, started)
 
 
-def _finish_plain(metrics: GatewayMetrics, model: str, path: str, response: httpx.Response, content: bytes,
-                  started: float) -> Response:
+def _finish_plain(route: RouteMetrics, response: UpstreamResponse, content: bytes, started: float) -> Response:
     status = response.status_code
-    metrics.requests.labels(model, path, str(status)).inc()
-    metrics.latency.labels(model, path).observe(time.perf_counter() - started)
+    route.requests(str(status)).inc()
+    route.latency.observe(time.perf_counter() - started)
     if status >= 400:
-        metrics.errors.labels(model, path, "upstream").inc()
+        route.error("upstream").inc()
         content = _mark_upstream(content, status)
     else:
-        _count_usage(metrics, model, content)
+        _count_usage(route, content)
     return Response(content, status_code=status,
                     media_type=response.headers.get("content-type", "application/json"))
 
@@ -141,39 +190,51 @@ def _mark_upstream(content: bytes, status: int) -> bytes:
                                  "code": status, "source": "upstream"}}).encode()
 
 
-def _count_usage(metrics: GatewayMetrics, model: str, content: bytes) -> None:
-    try:
-        usage = json.loads(content).get("usage") or {}
-    except (ValueError, AttributeError):
+_JSON = json.JSONDecoder()
+
+
+def _count_usage(route: RouteMetrics, content: bytes) -> None:
+    """Tokens from the answer's `usage`, found from the end (where servers put it): no need to
+    parse a long answer whole. Inside JSON strings quotes are escaped, so `"usage"` with bare
+    quotes can only be a key."""
+    at = content.rfind(b'"usage"')
+    if at < 0:
         return
-    for kind in ("prompt_tokens", "completion_tokens"):
-        if isinstance(usage.get(kind), int):
-            metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(usage[kind])
+    try:
+        usage, _ = _JSON.raw_decode(content[at + 7:].decode("utf-8").lstrip().removeprefix(":").lstrip())
+    except (ValueError, UnicodeDecodeError):
+        return
+    if not isinstance(usage, dict):
+        return
+    for kind in ("prompt", "completion"):
+        count = usage.get(f"{kind}_tokens")
+        if isinstance(count, int):
+            route.tokens(kind).inc(count)
 
 
-async def _relay_stream(metrics: GatewayMetrics, model: str, path: str, response: httpx.Response, started: float):
+async def _relay_stream(route: RouteMetrics, model: str, response: UpstreamResponse, started: float):
     first = True
     chunks = 0
     status = "200"
     try:
         async for chunk in response.aiter_raw():
             if first:
-                metrics.ttft.labels(model, path).observe(time.perf_counter() - started)
+                route.ttft.observe(time.perf_counter() - started)
                 first = False
             chunks += 1
             yield chunk
-    except httpx.HTTPError as exc:
+    except UpstreamError as exc:
         # The stream already started: report in-band, as one more event, then end.
         status = "502"
-        metrics.errors.labels(model, path, "upstream").inc()
+        route.error("upstream").inc()
         yield sse_error_event(f"The model server for `{model}` broke off the stream: {type(exc).__name__}.",
                               source="upstream")
     finally:
         await response.aclose()
-        metrics.chunks.labels(model).inc(chunks)
-        metrics.in_flight.labels(model).dec()
-        metrics.requests.labels(model, path, status).inc()
-        metrics.latency.labels(model, path).observe(time.perf_counter() - started)
+        route.chunks.inc(chunks)
+        route.in_flight.dec()
+        route.requests(status).inc()
+        route.latency.observe(time.perf_counter() - started)
 
 
 def list_models(request: Request) -> dict[str, Any]:
@@ -189,8 +250,19 @@ def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
+@asynccontextmanager
+async def _lifespan(app):
+    """The gateway's own upstream connections (app/upstream_http.py), closed at shutdown."""
+    app.state.upstream_pool = UpstreamPool(connect_timeout_s=_CONNECT_TIMEOUT_S,
+                                           keepalive_expiry_s=_KEEPALIVE_EXPIRY_S)
+    try:
+        yield
+    finally:
+        await app.state.upstream_pool.aclose()
+
+
 def build_router() -> APIRouter:
-    router = APIRouter(tags=["openai"])
+    router = APIRouter(tags=["openai"], lifespan=_lifespan)
 
     @router.post("/v1/chat/completions", summary="OpenAI chat completions, routed to the node serving the model")
     async def chat_completions(request: Request) -> Response:

@@ -36,6 +36,49 @@ class GatewayMetrics:
                               ["model", "kind"], registry=registry)
         self.in_flight = Gauge("spark_control_requests_in_flight", "Requests being relayed now", ["model"],
                                registry=registry)
+        self._routes: dict[tuple[str, str], RouteMetrics] = {}
+
+    def route(self, model: str, endpoint: str) -> RouteMetrics:
+        """The children for one (model, endpoint), looked up once: `labels()` takes a lock and
+        validates its arguments on every call, which the gateway would pay several times a request.
+        Only for models the gateway routed to (a bounded set), never for names clients made up."""
+        route = self._routes.get((model, endpoint))
+        if route is None:
+            route = self._routes[(model, endpoint)] = RouteMetrics(self, model, endpoint)
+        return route
+
+
+class RouteMetrics:
+    __slots__ = ("_metrics", "_model", "_endpoint", "_requests", "_errors", "_tokens", "latency", "ttft", "chunks",
+                 "in_flight")
+
+    def __init__(self, metrics: GatewayMetrics, model: str, endpoint: str) -> None:
+        self._metrics, self._model, self._endpoint = metrics, model, endpoint
+        self._requests: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
+        self._tokens: dict[str, Any] = {}
+        self.latency = metrics.latency.labels(model, endpoint)
+        self.ttft = metrics.ttft.labels(model, endpoint)
+        self.chunks = metrics.chunks.labels(model)
+        self.in_flight = metrics.in_flight.labels(model)
+
+    def requests(self, status: str):
+        child = self._requests.get(status)
+        if child is None:
+            child = self._requests[status] = self._metrics.requests.labels(self._model, self._endpoint, status)
+        return child
+
+    def tokens(self, kind: str):
+        child = self._tokens.get(kind)
+        if child is None:
+            child = self._tokens[kind] = self._metrics.tokens.labels(self._model, kind)
+        return child
+
+    def error(self, source: str):
+        child = self._errors.get(source)
+        if child is None:
+            child = self._errors[source] = self._metrics.errors.labels(self._model, self._endpoint, source)
+        return child
 
 
 class NodeCollector(Collector):
