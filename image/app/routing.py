@@ -8,7 +8,6 @@ really running. A model that is starting or loading (a swap in progress) is wait
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 

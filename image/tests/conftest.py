@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -50,43 +51,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RunningApp:
-    """`uvicorn app.server:app` in a subprocess, exactly as a user starts it."""
+class UvicornProcess:
+    """`python -m uvicorn <target>` in a subprocess on loopback, its output in a log file; ready when
+    `health_path` answers 200. Subclasses say which app, under which Python, with which environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    name = "app"
+    health_path = "/health"
+    ready_timeout_s = 20.0
+
+    def __init__(self, python: str | Path, target: str, env: dict[str, str], log_path: Path,
+                 *uvicorn_args: str, cwd: Path = IMAGE_DIR) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SSH_"))}
-        full_env.update(env)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.server:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--timeout-graceful-shutdown", "3"],
-            cwd=IMAGE_DIR, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+            [str(python), "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(self.port), *uvicorn_args],
+            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 20.0) -> "RunningApp":
+    def wait_ready(self, timeout: float | None = None) -> Self:
+        timeout = self.ready_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.health_path}", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"app did not answer /api/health within {timeout} s:\n{self.log()}")
+        raise RuntimeError(f"{self.name} did not answer {self.health_path} within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, **kw) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", timeout=kw.pop("timeout", 30), **kw)
-
-    def post(self, path: str, **kw) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", timeout=kw.pop("timeout", 30), **kw)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -97,6 +96,23 @@ class RunningApp:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+class RunningApp(UvicornProcess):
+    """`uvicorn app.server:app` in a subprocess, exactly as a user starts it."""
+
+    health_path = "/api/health"
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SSH_"))}
+        full_env.update(env)
+        super().__init__(sys.executable, "app.server:app", full_env, log_path, "--timeout-graceful-shutdown", "3")
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", timeout=kw.pop("timeout", 30), **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", timeout=kw.pop("timeout", 30), **kw)
 
 
 @pytest.fixture
@@ -127,6 +143,75 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout} s waiting for {message}; last value: {last!r}")
+
+
+def launching_app_fixtures(name: str, *, stop_within_s: float, poll_s: float):
+    """The fixtures of a module whose tests launch models, as `app, clean_nodes = launching_app_fixtures(...)`:
+    `app`, the app against the simulated Sparks for the whole module, polling launches fast (its files in a
+    fresh directory `name`), and `clean_nodes` (autouse), which ends every test with every node up, no model
+    deployed and no container on any node, whatever happened (stop_all_models)."""
+
+    @pytest.fixture(scope="module")
+    def app(sim_cluster, tmp_path_factory):
+        """The app as a user starts it, for every test of the module."""
+        data = tmp_path_factory.mktemp(name)
+        running = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(data / "c.json"),
+                              "LAUNCH_POLL_INTERVAL_S": "0.3", "LAUNCH_TIMEOUT_S": "90",
+                              "CONNECTIVITY_INTERVAL_S": "1", "SSH_KEEPALIVE_INTERVAL_S": "1"},
+                             data / "app.log")
+        try:
+            yield running.wait_ready()
+        finally:
+            running.stop()
+
+    @pytest.fixture(autouse=True)
+    def clean_nodes(app, sim_cluster):
+        """After every test: every node up, no model deployed, no container (stop_all_models)."""
+        yield
+        stop_all_models(app, sim_cluster, timeout=stop_within_s, interval=poll_s)
+
+    return app, clean_nodes
+
+
+def deployed(app: RunningApp) -> list[dict]:
+    """The deployments the app knows of, whatever their state."""
+    return [m["deployment"] for m in app.get("/api/models").json()["models"] if m["deployment"]]
+
+
+def stop_all_models(app: RunningApp, sim_cluster, *, timeout: float, interval: float) -> None:
+    """Leave every node up, no model deployed and no container on any node; fails if a model
+    would not stop within `timeout` s (asking again every `interval` s)."""
+    for node in sim_cluster.nodes:
+        if node.proc is None:  # crashed by the test
+            node.revive()
+    deadline = time.monotonic() + timeout
+    while (remaining := deployed(app)) and time.monotonic() < deadline:
+        for deployment in remaining:
+            if deployment["state"] not in ("starting", "loading", "stopping"):
+                app.post(f"/api/models/{deployment['model']}/stop")  # 409 while its node is busy: next round
+        time.sleep(interval)
+    for node in sim_cluster.nodes:
+        sim_cluster.ssh(node.name, "docker ps -aq | xargs -r docker rm -f")
+    assert not deployed(app), f"could not stop: {deployed(app)}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (Playwright), one per test module."""
+    from browser import chromium  # Playwright is imported only by the tests that drive a browser
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def pages(browser):
+    """browser.Pages: pages.open(url, width, ...) -> (page, PageProblems); every context is closed afterwards."""
+    from browser import Pages
+
+    opened = Pages(browser)
+    yield opened
+    opened.close()
 
 
 # Modules whose integration tests run the simulated Sparks' real engines (llama.cpp, torch), which

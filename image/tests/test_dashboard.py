@@ -11,20 +11,17 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from browser import no_horizontal_overflow, screenshot
 from conftest import ARTIFACTS, IMAGE_DIR
 
 pytestmark = pytest.mark.integration
 expect.set_options(timeout=10_000)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 README_SCREENSHOT = IMAGE_DIR.parent / "docs" / "screenshot.png"
 GPU_IMAGE = "nvcr.io/nvidia/vllm:25.09-py3"
 DOWN_WITHIN_S = 10
@@ -35,49 +32,20 @@ REASON = re.compile(r"(connection|connect|refused|timed out|unreachable)", re.IG
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test installs it)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def app(sim_cluster, start_app):
     return start_app(sim_cluster.app_env())
 
 
-class PageProblems:
-    """What went wrong in the page: console errors, uncaught exceptions, failed requests."""
-
-    def __init__(self, page) -> None:
-        self.items: list[str] = []
-        page.on("console", lambda m: m.type == "error" and self.items.append(f"console: {m.text}"))
-        page.on("pageerror", lambda e: self.items.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.items.append(f"request failed: {r.url} {r.failure}"))
-        page.on("response", lambda r: r.status >= 400 and self.items.append(f"HTTP {r.status}: {r.url}"))
-
-
 @pytest.fixture
-def open_dashboard(browser, app) -> Iterator:
-    """open_dashboard(width=1280) -> (page, PageProblems), the dashboard loaded from the app."""
-    contexts = []
+def open_dashboard(app, pages):
+    """open_dashboard(width=1280) -> (page, PageProblems), the dashboard loaded from the app (pages close
+    before the app stops)."""
 
     def _open(width: int = 1280, height: int = 900, color_scheme: str = "light"):
-        context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        problems = PageProblems(page)
-        page.goto(app.url + "/")
-        return page, problems
+        return pages.open(app.url, width, height, color_scheme)
 
-    yield _open
-    for context in contexts:
-        context.close()
+    return _open
 
 
 def card(page, node: str):
@@ -122,15 +90,6 @@ def crashed(sim_cluster, node_name: str):
         yield node
     finally:
         node.revive()
-
-
-def no_horizontal_overflow(page) -> tuple[int, int]:
-    return page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
-
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True, animations="disabled")
 
 
 def expect_node_up(page, node: str) -> None:

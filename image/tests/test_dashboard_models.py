@@ -9,103 +9,37 @@ models-phone.png).
 from __future__ import annotations
 
 import re
-import shutil
-import time
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, RunningApp
+from browser import no_horizontal_overflow, screenshot
+from conftest import deployed, launching_app_fixtures
 
 pytestmark = pytest.mark.integration
 expect.set_options(timeout=15_000)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 READY_WITHIN_MS = 60_000
 
 
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test installs it)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def app(sim_cluster, tmp_path_factory):
-    data = tmp_path_factory.mktemp("dashboard-models")
-    running = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(data / "c.json"),
-                          "LAUNCH_POLL_INTERVAL_S": "0.3", "LAUNCH_TIMEOUT_S": "90",
-                          "CONNECTIVITY_INTERVAL_S": "1", "SSH_KEEPALIVE_INTERVAL_S": "1"},
-                         data / "app.log").wait_ready()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_nodes(app, sim_cluster):
-    """Every test ends with no model deployed and no container on any node, whatever happened."""
-    try:
-        yield
-    finally:
-        deadline = time.monotonic() + 60
-        while (running := deployed(app)) and time.monotonic() < deadline:
-            for d in running:
-                if d["state"] not in ("starting", "loading", "stopping"):
-                    app.post(f"/api/models/{d['model']}/stop")  # 409 while its node is busy: next round
-            time.sleep(0.3)
-        for node in sim_cluster.nodes:
-            sim_cluster.ssh(node.name, "docker ps -aq | xargs -r docker rm -f")
-        assert not deployed(app), f"could not stop: {deployed(app)}"
-
-
-def deployed(app) -> list[dict]:
-    return [m["deployment"] for m in app.get("/api/models").json()["models"] if m["deployment"]]
-
-
-class PageProblems:
-    """Console errors, uncaught exceptions, failed requests and HTTP errors, minus those a test expects."""
-
-    def __init__(self, page) -> None:
-        self.items: list[str] = []
-        page.on("console", lambda m: m.type == "error" and self.items.append(f"console: {m.text}"))
-        page.on("pageerror", lambda e: self.items.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.items.append(f"request failed: {r.url} {r.failure}"))
-        page.on("response", lambda r: r.status >= 400 and self.items.append(f"HTTP {r.status}: {r.url}"))
-
-    def unexpected(self, *allowed: str) -> list[str]:
-        return [item for item in self.items if not any(re.search(pattern, item) for pattern in allowed)]
+# The app for the whole module; every test ends with no model deployed and no container on any node.
+app, clean_nodes = launching_app_fixtures("dashboard-models", stop_within_s=60, poll_s=0.3)
 
 
 @pytest.fixture
-def open_dashboard(browser, app) -> Iterator:
+def open_dashboard(app, pages):
     """open_dashboard(width) -> (page, PageProblems): the dashboard, its catalog rendered."""
-    contexts = []
 
     def _open(width: int = 1280, height: int = 900):
-        context = browser.new_context(viewport={"width": width, "height": height}, color_scheme="light")
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        problems = PageProblems(page)
-        page.goto(app.url + "/")
+        page, problems = pages.open(app.url, width, height, permissions=["clipboard-read", "clipboard-write"])
         expect(page.locator("#models li.model")).to_have_count(len(app.get("/api/models").json()["models"]))
         expect(page.locator('#models [data-slot="feed"]')).to_have_attribute("data-state", "live")
         return page, problems
 
-    yield _open
-    for context in contexts:
-        context.close()
+    return _open
 
 
 def row(page, model: str):
@@ -144,15 +78,6 @@ def hold_port(sim_cluster, node: str, port: int) -> int:
     script = (f"nohup python3 -m http.server {port} --bind {address} >/dev/null 2>&1 </dev/null & pid=$!; "
               f"for i in $(seq 50); do {listening} 2>/dev/null && break; sleep 0.1; done; {listening} && echo $pid")
     return int(sim_cluster.ssh(node, script, check=True).stdout.strip())
-
-
-def screenshot(locator, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    locator.screenshot(path=str(ARTIFACTS / name), animations="disabled")
-
-
-def no_horizontal_overflow(page) -> tuple[int, int]:
-    return page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
 
 
 # ---------------------------------------------------------------- tests

@@ -7,64 +7,39 @@ under the sim venv's Python: see test_spark_embed.py) over loopback.
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from app import embeddings_proxy
 from app.server import create_app
 from app.settings import Settings
 from app.swap import Deployment, State
-from conftest import free_port, wait_until
+from conftest import free_port
+from inthread_app import InThreadApp
 
 MODEL = "all-minilm-l6-v2"
 
 
-class InThreadApp:
-    """The real spark-control app under uvicorn in a thread."""
-
-    def __init__(self, tmp_path, **env: str) -> None:
-        environ = {"CONNECTIVITY_LOG": str(tmp_path / "c.json"), "REDACTION_MAP_DB": str(tmp_path / "r.db"),
-                   "CONNECTIVITY_INTERVAL_S": "30", **env}
-        self.app = create_app(Settings.from_env(environ=environ))
-        if not any(getattr(r, "path", None) == embeddings_proxy.PATH for r in self.app.routes):
-            self.app.include_router(embeddings_proxy.build_router())  # until server.py includes it
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> "InThreadApp":
-        self.thread.start()
-        wait_until(lambda: self.server.started, 15, message="app started")
-        return self
+class EmbeddingsGateway(InThreadApp):
+    """The real spark-control app under uvicorn in a thread, for embedding models."""
 
     def deploy(self, endpoint: str, *, name: str = MODEL, served_name: str = MODEL,
                state: State = State.READY) -> Deployment:
-        deployment = Deployment(model=name, served_name=served_name, nodes=("spark1",), endpoint=endpoint,
-                                containers={}, capabilities=("embeddings",), state=state)
-        self.app.state.lifecycle.deployments[name] = deployment
-        return deployment
+        return self.add_deployment(endpoint, name=name, served_name=served_name, capabilities=("embeddings",),
+                                   state=state)
 
     def post(self, body=None, **kw) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/embeddings", json=body, timeout=60, **kw)
 
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
 
 @pytest.fixture
 def gateway(tmp_path):
-    app = InThreadApp(tmp_path, PROXY_MAX_BODY_BYTES="2000000", PROXY_WAIT_FOR_MODEL_S="0.5").start()
+    app = EmbeddingsGateway(tmp_path, PROXY_MAX_BODY_BYTES="2000000", PROXY_WAIT_FOR_MODEL_S="0.5").start()
     yield app
     app.stop()
 
 
-def sdk(gateway: InThreadApp) -> openai.OpenAI:
+def sdk(gateway: EmbeddingsGateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
 
 

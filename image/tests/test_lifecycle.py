@@ -5,50 +5,20 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import openai
 import pytest
 
-from conftest import RunningApp, wait_until
+from conftest import RunningApp, launching_app_fixtures, wait_until
 
 pytestmark = pytest.mark.integration
 
 CANARY = "/tmp/spark-control-canary"
 
 
-@pytest.fixture(scope="module")
-def app(sim_cluster, tmp_path_factory):
-    data = tmp_path_factory.mktemp("lifecycle")
-    running = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(data / "c.json"),
-                          "LAUNCH_POLL_INTERVAL_S": "0.3", "LAUNCH_TIMEOUT_S": "90",
-                          "CONNECTIVITY_INTERVAL_S": "1", "SSH_KEEPALIVE_INTERVAL_S": "1"},
-                         data / "app.log").wait_ready()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_nodes(app, sim_cluster):
-    """Every test ends with every node up, no model deployed, no container and no canary."""
-    yield
-    for node in sim_cluster.nodes:
-        if node.proc is None:
-            node.revive()
-
-    def leftovers():
-        return [m["deployment"] for m in app.get("/api/models").json()["models"] if m["deployment"]]
-
-    deadline = time.monotonic() + 90
-    while (remaining := leftovers()) and time.monotonic() < deadline:
-        for deployment in remaining:
-            if deployment["state"] not in ("stopping", "starting", "loading"):
-                app.post(f"/api/models/{deployment['model']}/stop")  # 409 while its node is busy: next round
-        time.sleep(0.5)
-    assert not leftovers(), f"could not stop: {leftovers()}"
-    for node in sim_cluster.nodes:
-        sim_cluster.ssh(node.name, "docker ps -aq | xargs -r docker rm -f")
+# The app for the whole module; every test ends with every node up, no model deployed, no container.
+app, clean_nodes = launching_app_fixtures("lifecycle", stop_within_s=90, poll_s=0.5)
 
 
 def model_state(app, name: str) -> dict:

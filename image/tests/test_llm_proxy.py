@@ -9,41 +9,10 @@ import time
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from app.server import create_app
-from app.settings import Settings
-from app.swap import Deployment, State
-from conftest import free_port, wait_until
+from app.swap import State
 from fake_upstream import FakeUpstream
-
-
-class InThreadApp:
-    """The real app under uvicorn in a thread, so a test can set what the lifecycle knows."""
-
-    def __init__(self, tmp_path, **env) -> None:
-        environ = {"CONNECTIVITY_LOG": str(tmp_path / "c.json"), "CONNECTIVITY_INTERVAL_S": "30", **env}
-        self.app = create_app(Settings.from_env(environ=environ))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> "InThreadApp":
-        self.thread.start()
-        wait_until(lambda: self.server.started, 10, message="app started")
-        return self
-
-    def deploy(self, upstream: FakeUpstream, state: State = State.READY, name: str = "test-model") -> Deployment:
-        deployment = Deployment(model=name, served_name=upstream.served_name, nodes=("spark1",),
-                                endpoint=upstream.base_url, containers={}, capabilities=("chat", "completions"),
-                                state=state)
-        self.app.state.lifecycle.deployments[name] = deployment
-        return deployment
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+from inthread_app import ChatGateway as InThreadApp
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import free_port, wait_until
+from conftest import UvicornProcess, free_port, wait_until
 from sparksim import images
 from sparksim.node import DEFAULT_SIM_VENV
 from spark_embed.config import ConfigError, EmbedConfig
@@ -191,52 +190,23 @@ def sim_venv_python() -> Path:
     return python
 
 
-class SparkEmbedServer:
+class SparkEmbedServer(UvicornProcess):
     """`python -m uvicorn spark_embed.app:app` under the sim venv, on loopback."""
 
+    name = "spark_embed"
+    health_path = "/health"
+    ready_timeout_s = 120.0
+
     def __init__(self, log_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
                     "HF_HUB_OFFLINE": "1", **env}
-        self.proc = subprocess.Popen([str(sim_venv_python()), "-m", "uvicorn", "spark_embed.app:app",
-                                      "--host", "127.0.0.1", "--port", str(self.port)],
-                                     cwd=IMAGE_DIR, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 120.0) -> "SparkEmbedServer":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"spark_embed exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"spark_embed did not answer /health within {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        super().__init__(sim_venv_python(), "spark_embed.app:app", full_env, log_path)
 
     def embed(self, **body) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/embeddings", json=body, timeout=60)
 
     def stats(self) -> dict:
         return httpx.get(f"{self.url}/stats", timeout=10).json()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +367,7 @@ def test_a_simulated_spark_runs_the_image_and_spark_control_routes_to_it(sim_clu
     import openai
 
     from app.swap import Deployment, State
-    from test_embeddings_proxy import InThreadApp
+    from inthread_app import InThreadApp
 
     sim_venv_python()
     node = sim_cluster.node("spark1")
