@@ -359,7 +359,6 @@ def main(argv: list[str] | None = None) -> int:
     from sparksim.cluster import SimCluster
 
     busy_before = cpu_busy_fraction()  # before anything of ours runs
-    load_before = os.getloadavg()
     started = time.perf_counter()
     cluster = SimCluster(2, network="loopback")  # 127.0.0.2 / 127.0.0.3: no veth or bridge in the path
     try:
@@ -370,16 +369,15 @@ def main(argv: list[str] | None = None) -> int:
         print("(b)/(c) : " + shlex.join(bench.ssh_argv(cluster.nodes[0], "CMD")))
         print()
         samples, first = asyncio.run(measure_and_close(bench))
-        load_after = os.getloadavg()
         print(render(samples, first, args.rounds, bench.per_command))
-        print(f"\nCPU busy in the second before the run: {busy_before:.0%}; load average (1/5/15 min) "
-              "at start {:.2f} {:.2f} {:.2f}, at the end (this run included) {:.2f} {:.2f} {:.2f}".format(
-                  *load_before, *load_after))
-        if busy_before > 0.25:
-            print("warning: other work was using the CPUs when the run started; the numbers include "
-                  "that contention (run it on a quiet machine)")
     finally:
         cluster.stop()
+    busy_after = cpu_busy_fraction()
+    print(f"\nAll CPUs busy with other work: {busy_before:.0%} in the second before the run, "
+          f"{busy_after:.0%} in the second after it.")
+    if max(busy_before, busy_after) > 0.10:
+        print("warning: the machine was not quiet; the numbers include that contention "
+              "(run it again on a quiet machine)")
     print(f"\n(whole run, cluster start and stop included: {time.perf_counter() - started:.0f} s)")
     return 0
 
