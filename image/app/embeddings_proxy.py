@@ -17,8 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app import llm_proxy, routing
-from app.errors import SparkControlError
+from app import llm_proxy
 from app.openai_errors import openai_error_response
 
 PATH = "/v1/embeddings"
@@ -88,28 +87,16 @@ def _whole_number(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-async def embeddings(request: Request) -> Response:
-    refused = llm_proxy.check_api_key(request)
-    if refused is not None:
-        return refused
-    payload, body, error = await llm_proxy.read_json_body(request)
-    if error is not None:
-        return error
-    state = request.app.state
+def _check(payload: dict[str, Any]) -> JSONResponse | None:
     try:
         validate(payload, max_items=MAX_ITEMS, max_chars=MAX_INPUT_CHARS)
     except BadEmbeddingsRequest as exc:
         return openai_error_response(400, exc.message, param=exc.param, code=exc.code)
-    try:
-        upstream = await routing.resolve(state.lifecycle, payload["model"], capability="embeddings",
-                                         wait_s=state.settings.proxy_wait_for_model_s)
-    except SparkControlError as exc:
-        state.metrics.errors.labels(payload["model"], PATH, "spark-control").inc()
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
-    if payload["model"] != upstream.served_name:
-        payload["model"] = upstream.served_name
-        body = json.dumps(payload).encode()
-    return await llm_proxy._forward(state.http, state.metrics, upstream, PATH, body, stream=False)
+    return None
+
+
+async def embeddings(request: Request) -> Response:
+    return await llm_proxy.relay(request, PATH, "embeddings", check_payload=_check, allow_stream=False)
 
 
 def build_router() -> APIRouter:

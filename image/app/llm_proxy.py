@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -67,11 +67,18 @@ async def read_json_body(request: Request) -> tuple[dict[str, Any] | None, bytes
     return payload, body, None
 
 
-async def relay(request: Request, path: str, capability: str) -> Response:
+PayloadCheck = Callable[[dict[str, Any]], "JSONResponse | None"]
+
+
+async def relay(request: Request, path: str, capability: str, *, check_payload: PayloadCheck | None = None,
+                allow_stream: bool = True) -> Response:
+    """Every /v1 relay: key, body, the endpoint's own checks, route, forward."""
     refused = check_api_key(request)
     if refused is not None:
         return refused
     payload, body, error = await read_json_body(request)
+    if error is None and check_payload is not None:
+        error = check_payload(payload)
     if error is not None:
         return error
     state = request.app.state
@@ -84,57 +91,13 @@ async def relay(request: Request, path: str, capability: str) -> Response:
     if payload["model"] != upstream.served_name:
         payload["model"] = upstream.served_name
         body = json.dumps(payload).encode()
-    stream = payload.get("stream") is True
+    stream = allow_stream and payload.get("stream") is True
     return await _forward(state.upstream_pool, state.metrics, upstream, path, body, stream)
 
 
-class _HttpxUpstream:
-    """UpstreamPool's interface over an httpx client, for callers that pass `app.state.http` to
-    `_forward` (the embeddings proxy does): same behaviour, httpx's cost."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-
-    async def post(self, base_url: str, path: str, body: bytes, *, read_timeout_s: float | None):
-        request = self.http.build_request(
-            "POST", f"{base_url}{path}", content=body, headers={"content-type": "application/json"},
-            timeout=httpx.Timeout(connect=_CONNECT_TIMEOUT_S, read=read_timeout_s, write=30.0, pool=30.0))
-        try:
-            return _HttpxResponse(await self.http.send(request, stream=True))
-        except httpx.HTTPError as exc:
-            raise _as_upstream_error(exc) from exc
-
-
-class _HttpxResponse:
-    def __init__(self, response: httpx.Response) -> None:
-        self.response, self.status_code, self.headers = response, response.status_code, response.headers
-
-    async def aread(self) -> bytes:
-        try:
-            return await self.response.aread()
-        except httpx.HTTPError as exc:
-            raise _as_upstream_error(exc) from exc
-
-    async def aiter_raw(self):
-        try:
-            async for chunk in self.response.aiter_raw():
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise _as_upstream_error(exc) from exc
-
-    async def aclose(self) -> None:
-        await self.response.aclose()
-
-
-def _as_upstream_error(exc: httpx.HTTPError) -> UpstreamError:
-    return type(type(exc).__name__, (UpstreamError,), {})(str(exc))  # keeps httpx's name for the message
-
-
-async def _forward(pool: UpstreamPool | httpx.AsyncClient, metrics: GatewayMetrics, upstream: routing.Upstream,
+async def _forward(pool: UpstreamPool, metrics: GatewayMetrics, upstream: routing.Upstream,
                    path: str, body: bytes, stream: bool) -> Response:
-    """Relay one request. `pool` is app.state.upstream_pool (an httpx client still works, slower)."""
-    if isinstance(pool, httpx.AsyncClient):
-        pool = _HttpxUpstream(pool)
+    """Relay one request through app.state.upstream_pool."""
     model = upstream.model
     route = metrics.route(model, path)
     started = time.perf_counter()
