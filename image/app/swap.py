@@ -154,7 +154,10 @@ class Lifecycle:
                                 detail="starting containers")
         self.deployments[entry.name] = deployment
         self._publish(deployment)
-        self._launches[entry.name] = self._spawn(self._run_launch(deployment, entry, plan, occupants, involved))
+        launch = self._spawn(self._run_launch(deployment, entry, plan, occupants, involved))
+        self._launches[entry.name] = launch
+        launch.add_done_callback(lambda task: self._launches.pop(entry.name, None)
+                                 if self._launches.get(entry.name) is task else None)
         return deployment
 
     async def stop(self, name: str) -> Deployment:
@@ -205,7 +208,8 @@ class Lifecycle:
         finally:
             self._release(involved)
             if deployment.state == State.FAILED:
-                await self._clean_up_after_failure(deployment)
+                # Remove what the failed launch left on the nodes that still answer (best effort).
+                await self._stop_containers(deployment, timeout_s=30)
 
     async def _wait_until_ready(self, deployment: Deployment) -> None:
         deadline = time.monotonic() + self.load_timeout_s
@@ -261,16 +265,21 @@ class Lifecycle:
         useful = [line for line in lines if line and not _ACCESS_LOG.search(line)]
         return useful[-1] if useful else ""
 
-    async def _run_stop(self, deployment: Deployment, *, release: bool) -> bool:
+    async def _stop_containers(self, deployment: Deployment, timeout_s: float) -> list[str]:
+        """Stop and remove the deployment's containers, workers first (a head that loses its worker
+        mid-stop only adds noise to the logs). Returns why a node could not be reached, if any."""
         failures = []
+        for node in reversed(deployment.nodes):
+            try:
+                await self.pool.run(node, models.stop_command(deployment.containers[node]), timeout=timeout_s,
+                                    check=False)
+            except NodeError as exc:
+                failures.append(exc.message)
+        return failures
+
+    async def _run_stop(self, deployment: Deployment, *, release: bool) -> bool:
         try:
-            # Workers first: a head that loses its worker mid-stop only adds noise to the logs.
-            for node in reversed(deployment.nodes):
-                try:
-                    await self.pool.run(node, models.stop_command(deployment.containers[node]), timeout=60,
-                                        check=False)
-                except NodeError as exc:
-                    failures.append(exc.message)
+            failures = await self._stop_containers(deployment, timeout_s=60)
         finally:
             if release:
                 self._release(list(deployment.nodes))
@@ -280,14 +289,6 @@ class Lifecycle:
         self._transition(deployment, State.STOPPED, "stopped")
         self.deployments.pop(deployment.model, None)
         return True
-
-    async def _clean_up_after_failure(self, deployment: Deployment) -> None:
-        """Remove what a failed launch left behind on the nodes that still answer (best effort)."""
-        for node, container in deployment.containers.items():
-            try:
-                await self.pool.run(node, models.stop_command(container), timeout=30, check=False)
-            except NodeError:
-                pass
 
     # ------------------------------------------------------------------ state
 

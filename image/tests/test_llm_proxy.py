@@ -23,11 +23,24 @@ def upstream():
 
 
 @pytest.fixture
-def gateway(tmp_path, upstream):
-    app = InThreadApp(tmp_path).start()
+def start_gateway(tmp_path):
+    """Factory: start_gateway(**env) -> a started app; every one is stopped afterwards."""
+    started = []
+
+    def _start(**env):
+        started.append(InThreadApp(tmp_path, **env).start())
+        return started[-1]
+
+    yield _start
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway, upstream):
+    app = start_gateway()
     app.deploy(upstream)
-    yield app
-    app.stop()
+    return app
 
 
 def client(gateway, **kw) -> openai.OpenAI:
@@ -122,54 +135,45 @@ def test_client_disconnect_cancels_the_upstream_request(gateway, upstream):
     assert upstream.cancelled.wait(5), "the upstream kept generating for a client that left"
 
 
-def test_requests_wait_while_the_model_loads_then_all_go_through(tmp_path, upstream):
-    app = InThreadApp(tmp_path).start()
-    try:
-        deployment = app.deploy(upstream, state=State.LOADING)
-        results: list = []
+def test_requests_wait_while_the_model_loads_then_all_go_through(start_gateway, upstream):
+    app = start_gateway()
+    deployment = app.deploy(upstream, state=State.LOADING)
+    results: list = []
 
-        def ask():
-            try:
-                reply = client(app, timeout=30).chat.completions.create(
-                    model="test-model", messages=[{"role": "user", "content": "x"}], max_tokens=2)
-                results.append(reply.choices[0].message.content)
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                results.append(exc)
+    def ask():
+        try:
+            reply = client(app, timeout=30).chat.completions.create(
+                model="test-model", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+            results.append(reply.choices[0].message.content)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            results.append(exc)
 
-        threads = [threading.Thread(target=ask) for _ in range(20)]
-        for t in threads:
-            t.start()
-        time.sleep(1.5)
-        assert results == [], "nothing may be answered (or refused) while the model loads"
-        deployment.state = State.READY
-        for t in threads:
-            t.join(timeout=30)
-        assert results == ["tok tok "] * 20
-    finally:
-        app.stop()
+    threads = [threading.Thread(target=ask) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    assert results == [], "nothing may be answered (or refused) while the model loads"
+    deployment.state = State.READY
+    for t in threads:
+        t.join(timeout=30)
+    assert results == ["tok tok "] * 20
 
 
-def test_api_keys_when_configured(tmp_path, upstream):
-    app = InThreadApp(tmp_path, PROXY_API_KEYS="k1, k2").start()
-    try:
-        app.deploy(upstream)
-        with pytest.raises(openai.AuthenticationError):
-            client(app, api_key="wrong").models.list()
-        assert [m.id for m in client(app, api_key="k2").models.list().data] == ["test-model"]
-        assert httpx.get(f"{app.url}/api/health", timeout=5).status_code == 200, "the control API is not keyed"
-    finally:
-        app.stop()
+def test_api_keys_when_configured(start_gateway, upstream):
+    app = start_gateway(PROXY_API_KEYS="k1, k2")
+    app.deploy(upstream)
+    with pytest.raises(openai.AuthenticationError):
+        client(app, api_key="wrong").models.list()
+    assert [m.id for m in client(app, api_key="k2").models.list().data] == ["test-model"]
+    assert httpx.get(f"{app.url}/api/health", timeout=5).status_code == 200, "the control API is not keyed"
 
 
-def test_oversized_body_is_413(tmp_path, upstream):
-    app = InThreadApp(tmp_path, PROXY_MAX_BODY_BYTES="2048").start()
-    try:
-        app.deploy(upstream)
-        r = httpx.post(f"{app.url}/v1/chat/completions", timeout=10,
-                       json={"model": "test-model", "messages": [{"role": "user", "content": "x" * 5000}]})
-        assert r.status_code == 413 and "PROXY_MAX_BODY_BYTES" in r.json()["error"]["message"]
-    finally:
-        app.stop()
+def test_oversized_body_is_413(start_gateway, upstream):
+    app = start_gateway(PROXY_MAX_BODY_BYTES="2048")
+    app.deploy(upstream)
+    r = httpx.post(f"{app.url}/v1/chat/completions", timeout=10,
+                   json={"model": "test-model", "messages": [{"role": "user", "content": "x" * 5000}]})
+    assert r.status_code == 413 and "PROXY_MAX_BODY_BYTES" in r.json()["error"]["message"]
 
 
 def test_metrics_count_requests_and_streams(gateway):
