@@ -88,9 +88,17 @@ class ConnectivityLog:
             del self.events[:-self.max_events]
         return changed
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, configured: list[str] | None = None) -> dict[str, Any]:
+        """Every configured node, in order (state "unknown" until its first probe answers); nodes
+        only in the file (removed from the configuration since) are left out."""
         nodes = {}
-        for name, e in self.nodes.items():
+        for name in configured if configured is not None else list(self.nodes):
+            e = self.nodes.get(name)
+            if e is None:
+                nodes[name] = {"state": "unknown", "since": None, "last_check": None, "latency_ms": None,
+                               "reason": "not checked yet", "checks": 0, "failures": 0,
+                               "uptime_ratio": None, "observed_s": 0.0}
+                continue
             total = e["up_s"] + e["down_s"]
             nodes[name] = {
                 "state": e["state"], "since": e["since"], "last_check": e["last_check"],
@@ -159,13 +167,22 @@ class ConnectivityMonitor:
         self.interval_s = interval_s
         self._task: asyncio.Task | None = None
 
+    def summary(self) -> dict[str, Any]:
+        return {**self.log.summary(self.node_names), "interval_s": self.interval_s}
+
     async def probe_all(self) -> None:
-        results = await asyncio.gather(*(self.probe(n) for n in self.node_names))
+        # Each node is recorded the moment its probe answers: a node that hangs until its
+        # timeout must not hold back the news about the others.
         changed = False
-        for name, (ok, latency_ms, reason) in zip(self.node_names, results):
+
+        async def probe_one(name: str) -> None:
+            nonlocal changed
+            ok, latency_ms, reason = await self.probe(name)
             if self.log.record(name, ok, latency_ms=latency_ms, reason=reason):
                 changed = True
                 log.info("node %s is %s%s", name, "up" if ok else "down", f": {reason}" if reason else "")
+
+        await asyncio.gather(*(probe_one(n) for n in self.node_names))
         self.log.save(force=changed)
         if self.on_round is not None:
             self.on_round()

@@ -92,9 +92,8 @@ def build_router() -> APIRouter:
                 await service.wait_for_round(timeout=10.0)  # the first event carries every node
             while time.monotonic() < ends_at and not await request.is_disconnected():
                 nodes = [service.latest[n] for n in service.pool.nodes if n in service.latest]
-                connectivity = monitor.log.summary()
+                connectivity = monitor.summary()
                 connectivity["transitions"] = connectivity["transitions"][:50]
-                connectivity["interval_s"] = monitor.interval_s
                 payload = {"nodes": nodes, "connectivity": connectivity, "generated_at": time.time()}
                 yield f"event: status\ndata: {json.dumps(payload)}\n\n"
                 await service.wait_for_round(timeout=max(15.0, monitor.interval_s * 3))
@@ -114,15 +113,14 @@ def build_router() -> APIRouter:
 
     @router.get("/api/connectivity", summary="Per-node reachability history: uptime and transitions")
     async def get_connectivity(request: Request, limit: int = 200) -> dict[str, Any]:
-        summary = request.app.state.connectivity.log.summary()
+        summary = request.app.state.connectivity.summary()
         summary["transitions"] = summary["transitions"][: max(0, limit)]
-        summary["interval_s"] = request.app.state.connectivity.interval_s
         return summary
 
     @router.post("/api/connectivity/check", summary="Probe every node now instead of waiting for the next round")
     async def check_connectivity_now(request: Request) -> dict[str, Any]:
         monitor = request.app.state.connectivity
         await monitor.probe_all()
-        return monitor.log.summary()
+        return monitor.summary()
 
     return router

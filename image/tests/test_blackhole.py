@@ -27,6 +27,9 @@ def test_blackholed_node_is_down_within_10s_and_comes_back(netns_cluster, start_
     node2 = netns_cluster.node("spark2")
     status = {n["name"]: n for n in app.get("/api/status").json()["nodes"]}
     assert status["spark2"]["reachable"] and status["spark2"]["host"] == node2.address
+    # The promise is about a node the monitor has seen up: wait for its first round to answer.
+    wait_until(lambda: app.get("/api/connectivity").json()["nodes"]["spark2"]["state"] == "up", 10,
+               message="the monitor's first round sees spark2 up")
     started = time.monotonic()
     node2.blackhole()
     try:

@@ -71,3 +71,42 @@ def test_write_atomically_leaves_no_temp_files(tmp_path):
     write_atomically(path, json.dumps({"a": 2}))
     assert json.loads(path.read_text()) == {"a": 2}
     assert os.listdir(tmp_path) == ["c.json"]
+
+
+def test_configured_nodes_are_listed_before_their_first_probe(tmp_path):
+    log = ConnectivityLog(tmp_path / "c.json", max_events=10)
+    log.record("spark1", True, latency_ms=2.0, reason=None, now=1.0)
+    log.record("old-node", True, latency_ms=2.0, reason=None, now=1.0)  # since removed from the config
+    nodes = log.summary(["spark1", "spark2"])["nodes"]
+    assert list(nodes) == ["spark1", "spark2"]
+    assert nodes["spark1"]["state"] == "up"
+    assert nodes["spark2"]["state"] == "unknown" and nodes["spark2"]["checks"] == 0
+    assert nodes["spark2"]["uptime_ratio"] is None and nodes["spark2"]["reason"] == "not checked yet"
+
+
+async def test_a_hanging_node_does_not_hold_back_the_others(tmp_path):
+    import asyncio
+
+    from app.connectivity import ConnectivityMonitor
+
+    release = asyncio.Event()
+
+    async def probe(name):
+        if name == "spark2":
+            await release.wait()  # a blackholed node: no answer until its timeout
+            return False, None, "no answer within 5 s"
+        return True, 1.5, None
+
+    monitor = ConnectivityMonitor(ConnectivityLog(tmp_path / "c.json", max_events=10),
+                                  ["spark1", "spark2"], probe, interval_s=3)
+    round_ = asyncio.create_task(monitor.probe_all())
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if monitor.summary()["nodes"]["spark1"]["state"] == "up":
+            break
+    nodes = monitor.summary()["nodes"]
+    assert nodes["spark1"]["state"] == "up" and nodes["spark2"]["state"] == "unknown"
+    release.set()
+    await round_
+    assert monitor.summary()["nodes"]["spark2"]["state"] == "down"
+    assert monitor.summary()["interval_s"] == 3

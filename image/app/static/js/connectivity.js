@@ -8,8 +8,9 @@ import { el, showMessage, slot } from "./dom.js";
 import { formatClock, formatNumber, formatPercent, setRelativeTime } from "./format.js";
 
 /**
- * @typedef {{state: string, since: number, last_check: number, latency_ms: number|null,
- *   reason: string|null, checks: number, failures: number, uptime_ratio: number}} NodeConnectivity
+ * @typedef {{state: "up"|"down"|"unknown", since: number|null, last_check: number|null,
+ *   latency_ms: number|null, reason: string|null, checks: number, failures: number,
+ *   uptime_ratio: number|null}} NodeConnectivity
  * @typedef {{ts: number, node: string, state: string, reason: string|null}} Transition
  * @typedef {{nodes: Record<string, NodeConnectivity>, transitions: Transition[],
  *   log_problem: string|null, interval_s?: number}} ConnectivitySummary
@@ -77,7 +78,7 @@ function initCheckNow(panel, render) {
       render(summary);
       const words = Object.entries(summary.nodes).map(([name, n]) => n.state === "up"
         ? `${name} up (${formatNumber(n.latency_ms, "ms")})`
-        : `${name} DOWN (${n.reason ?? "no reason given"})`);
+        : `${name} ${PILL[n.state] ?? n.state} (${n.reason ?? "no reason given"})`);
       result.dataset.kind = "ok";
       showMessage(result, `Checked at ${formatClock(Date.now() / 1000)}: ${words.join(", ")}.`);
     } catch (err) {
@@ -89,6 +90,9 @@ function initCheckNow(panel, render) {
     }
   });
 }
+
+/** What the state pill says; "unknown" is a node whose first probe has not answered yet. */
+const PILL = /** @type {Record<string, string>} */ ({ up: "up", down: "DOWN", unknown: "checking" });
 
 /**
  * Update the per-node table in place (one row per node, keyed by `data-node`).
@@ -108,7 +112,7 @@ function renderRows(tbody, nodes) {
     const cell = (/** @type {string} */ key) => /** @type {HTMLElement} */ (row.querySelector(`[data-cell="${key}"]`));
     row.dataset.state = n.state;
     const pill = /** @type {HTMLElement} */ (cell("state").firstElementChild);
-    pill.textContent = n.state === "up" ? "up" : "DOWN";
+    pill.textContent = PILL[n.state] ?? n.state;
     pill.className = `pill state-${n.state}`;
     const reason = /** @type {HTMLElement} */ (cell("state").lastElementChild);
     showMessage(reason, n.state === "up" ? null : n.reason);
