@@ -23,7 +23,7 @@ from app.errors import SparkControlError
 from app.metrics import GatewayMetrics, RouteMetrics
 from app.openai_errors import openai_error_response, sse_error_event
 from app.swap import State
-from app.upstream_http import UpstreamError, UpstreamPool, UpstreamResponse
+from app.upstream_http import ConnectError, ConnectTimeout, UpstreamError, UpstreamPool, UpstreamResponse
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Per phase: a model server that does not accept a connection within seconds is down; one that
@@ -83,28 +83,44 @@ async def relay(request: Request, path: str, capability: str, *, check_payload: 
         return error
     state = request.app.state
     try:
-        upstream = await routing.resolve(state.lifecycle, payload["model"], capability=capability,
-                                         wait_s=state.settings.proxy_wait_for_model_s)
+        upstreams = await routing.resolve(state.lifecycle, payload["model"], capability=capability,
+                                          wait_s=state.settings.proxy_wait_for_model_s)
     except SparkControlError as exc:
         state.metrics.errors.labels(payload["model"], path, "spark-control").inc()
         return JSONResponse(exc.to_dict(), status_code=exc.status)
-    if payload["model"] != upstream.served_name:
-        payload["model"] = upstream.served_name
+    served_name = upstreams[0].served_name  # the same on every replica of a model
+    if payload["model"] != served_name:
+        payload["model"] = served_name
         body = json.dumps(payload).encode()
     stream = allow_stream and payload.get("stream") is True
-    return await _forward(state.upstream_pool, state.metrics, upstream, path, body, stream)
+    return await _forward(state.upstream_pool, state.metrics, upstreams, path, body, stream)
 
 
-async def _forward(pool: UpstreamPool, metrics: GatewayMetrics, upstream: routing.Upstream,
+async def _post_to_a_replica(pool: UpstreamPool, metrics: GatewayMetrics, upstreams: list[routing.Upstream],
+                             path: str, body: bytes, stream: bool) -> tuple[routing.Upstream, UpstreamResponse]:
+    """Post to the first replica that accepts the connection. Only a failed connect moves on to the
+    next: nothing reached that server, so the request cannot have run twice."""
+    for attempt, upstream in enumerate(upstreams):
+        try:
+            return upstream, await pool.post(upstream.base_url, path, body,
+                                             read_timeout_s=None if stream else _NON_STREAM_READ_TIMEOUT_S)
+        except (ConnectError, ConnectTimeout):
+            if attempt + 1 == len(upstreams):
+                raise
+            metrics.retries.labels(upstream.model, upstream.base_url).inc()
+    raise AssertionError("no upstreams")  # resolve() never answers with none
+
+
+async def _forward(pool: UpstreamPool, metrics: GatewayMetrics, upstreams: list[routing.Upstream],
                    path: str, body: bytes, stream: bool) -> Response:
-    """Relay one request through app.state.upstream_pool."""
+    """Relay one request through app.state.upstream_pool to one of the model's replicas."""
+    upstream = upstreams[0]
     model = upstream.model
     route = metrics.route(model, path)
     started = time.perf_counter()
     route.in_flight.inc()
     try:
-        response = await pool.post(upstream.base_url, path, body,
-                                   read_timeout_s=None if stream else _NON_STREAM_READ_TIMEOUT_S)
+        upstream, response = await _post_to_a_replica(pool, metrics, upstreams, path, body, stream)
         if stream and response.status_code == 200:
             return StreamingResponse(_relay_stream(route, model, response, started),
                                      status_code=200, media_type="text/event-stream", headers=_STREAM_HEADERS)
@@ -116,7 +132,9 @@ async def _forward(pool: UpstreamPool, metrics: GatewayMetrics, upstream: routin
         route.in_flight.dec()
         route.error("upstream").inc()
         route.requests("502").inc()
-        return openai_error_response(502, f"The model server for `{model}` at {upstream.base_url} did not answer: "
+        where = upstream.base_url if len(upstreams) == 1 else \
+            f"{', '.join(u.base_url for u in upstreams)} (every replica tried)"
+        return openai_error_response(502, f"The model server for `{model}` at {where} did not answer: "
                                           f"{type(exc).__name__}.", source="upstream", code="upstream_unreachable")
     except BaseException:
         route.in_flight.dec()
@@ -201,16 +219,20 @@ async def _relay_stream(route: RouteMetrics, model: str, response: UpstreamRespo
 
 
 def list_models(request: Request) -> dict[str, Any]:
+    """One entry per name a client may use; a model with replicas lists every node serving it."""
     lifecycle = request.app.state.lifecycle
-    data = []
+    entries: dict[str, dict[str, Any]] = {}
     for deployment in lifecycle.deployments.values():
         if deployment.state != State.READY:
             continue
         for name in routing.names_of(lifecycle, deployment):
-            data.append({"id": name, "object": "model", "created": int(deployment.since), "owned_by": "spark-control",
-                         "root": deployment.model, "spark_control": {"nodes": list(deployment.nodes),
-                                                                     "capabilities": list(deployment.capabilities)}})
-    return {"object": "list", "data": data}
+            entry = entries.setdefault(name, {
+                "id": name, "object": "model", "created": int(deployment.since), "owned_by": "spark-control",
+                "root": deployment.model, "spark_control": {"nodes": [], "replicas": 0,
+                                                            "capabilities": list(deployment.capabilities)}})
+            entry["spark_control"]["nodes"] += [n for n in deployment.nodes if n not in entry["spark_control"]["nodes"]]
+            entry["spark_control"]["replicas"] += 1
+    return {"object": "list", "data": list(entries.values())}
 
 
 @asynccontextmanager

@@ -36,6 +36,9 @@ class GatewayMetrics:
                               ["model", "kind"], registry=registry)
         self.in_flight = Gauge("spark_control_requests_in_flight", "Requests being relayed now", ["model"],
                                registry=registry)
+        self.retries = Counter("spark_control_upstream_retries",
+                               "Requests sent to another replica after a failed connect", ["model", "upstream"],
+                               registry=registry)
         self._routes: dict[tuple[str, str], RouteMetrics] = {}
 
     def route(self, model: str, endpoint: str) -> RouteMetrics:

@@ -53,10 +53,11 @@ def build_router() -> APIRouter:
         weights = await weights_on_nodes(lifecycle)
         entries = []
         for entry in lifecycle.catalog.entries():
-            deployment = lifecycle.deployments.get(entry.name)
+            deployment = lifecycle.primary(entry.name)
             entries.append({
                 **entry.summary(),
                 "deployment": deployment.to_dict() if deployment else None,
+                "replicas": [d.to_dict() for d in lifecycle.deployments_of(entry.name)],
                 "state": deployment.state.value if deployment else "stopped",
                 "weights": {n: (None if repos is None else entry.hf_repo in repos) for n, repos in weights.items()},
             })
@@ -82,9 +83,12 @@ def build_router() -> APIRouter:
         deployment = await _lifecycle(request).launch(name, body.placement, body.overrides)
         return deployment.to_dict()
 
-    @router.post("/api/models/{name}/stop", status_code=202, summary="Stop a running model")
-    async def stop(request: Request, name: str) -> dict[str, Any]:
-        return (await _lifecycle(request).stop(name)).to_dict()
+    @router.post("/api/models/{name}/stop", status_code=202,
+                 summary="Stop a running model: every replica, or only the one on `node`")
+    async def stop(request: Request, name: str,
+                   node: str | None = Query(None, description="stop only the replica on this node")) -> dict[str, Any]:
+        stopped = await _lifecycle(request).stop(name, node)
+        return {**stopped[0].to_dict(), "stopping": [d.id for d in stopped]}
 
     @router.post("/api/swap", status_code=202,
                  summary="Stop whatever occupies the target nodes, launch the model, wait for ready")
@@ -102,12 +106,14 @@ def build_router() -> APIRouter:
     async def logs(request: Request, name: str, follow: bool = False, tail: int = Query(200, ge=0, le=10000),
                    node: str | None = None) -> StreamingResponse:
         lifecycle = _lifecycle(request)
-        deployment = lifecycle.deployments.get(name) or lifecycle.deployments.get(lifecycle.catalog.get(name).name)
-        if deployment is None:
+        replicas = lifecycle.deployments_of(lifecycle.model_name(name))
+        if not replicas:
             raise NotFound(f"{name} is not running on any node, so it has no logs", field="model")
-        node = node or deployment.nodes[0]
-        if node not in deployment.containers:
-            raise InvalidInput(f"{name} does not run on {node}; it runs on {', '.join(deployment.nodes)}", field="node")
+        node = node or replicas[0].nodes[0]
+        deployment = next((d for d in replicas if node in d.containers), None)
+        if deployment is None:
+            where = ", ".join(n for d in replicas for n in d.nodes)
+            raise InvalidInput(f"{name} does not run on {node}; it runs on {where}", field="node")
         command = models.logs_command(deployment.containers[node], tail=tail, follow=follow)
         return StreamingResponse(lifecycle.pool.get(node).stream(command), media_type="text/plain; charset=utf-8",
                                  headers=_SSE_HEADERS)

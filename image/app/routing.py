@@ -4,10 +4,13 @@ Downstream apps name a model by its catalog name, its served name, an alias, or 
 (the chat model that became ready last). The answer comes from what the lifecycle knows is
 really running. A model that is starting or loading (a swap in progress) is waited for, up to
 `PROXY_WAIT_FOR_MODEL_S`, instead of failing the request: apps keep working across swaps.
+A model served by several replicas (one deployment per node) gets every ready replica, in turn
+order, so the gateway spreads requests and can retry a failed connect on the next one.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -41,24 +44,45 @@ def names_of(lifecycle: Lifecycle, deployment: Deployment) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _find(lifecycle: Lifecycle, requested: str, capability: str) -> Deployment | None:
+def _find(lifecycle: Lifecycle, requested: str, capability: str) -> list[Deployment]:
+    """Every active replica of the model `requested` names, ready ones first."""
     candidates = [d for d in lifecycle.deployments.values() if d.state in ACTIVE_STATES]
     if requested == DEFAULT_MODEL:
         capable = [d for d in candidates if capability in d.capabilities or not d.capabilities]
         ready = [d for d in capable if d.state == State.READY]
-        return max(ready or capable, key=lambda d: d.since, default=None)
+        latest = max(ready or capable, key=lambda d: d.since, default=None)
+        if latest is None:
+            return []
+        candidates, requested = capable, latest.model
     wanted = requested.lower()
-    return next((d for d in candidates if wanted in (n.lower() for n in names_of(lifecycle, d))), None)
+    found = [d for d in candidates if wanted in (n.lower() for n in names_of(lifecycle, d))]
+    return sorted(found, key=lambda d: d.state != State.READY)
 
 
-async def resolve(lifecycle: Lifecycle, requested: str | None, *, capability: str, wait_s: float) -> Upstream:
-    """The upstream for `requested`, waiting (bounded) while it starts or loads."""
+# Whose turn it is, per model: requests go round the ready replicas.
+_turns: dict[str, itertools.count] = {}
+
+
+def _in_turn(ready: list[Deployment]) -> list[Deployment]:
+    if len(ready) < 2:
+        return ready
+    start = next(_turns.setdefault(ready[0].model, itertools.count())) % len(ready)
+    return ready[start:] + ready[:start]
+
+
+async def resolve(lifecycle: Lifecycle, requested: str | None, *, capability: str,
+                  wait_s: float) -> list[Upstream]:
+    """The upstreams for `requested` (every ready replica, the next in turn first), waiting
+    (bounded) while the model starts or loads."""
     requested = requested or DEFAULT_MODEL
     deadline = time.monotonic() + wait_s
     while True:
-        deployment = _find(lifecycle, requested, capability)
-        if deployment is not None and deployment.state == State.READY:
-            return Upstream(deployment.model, deployment.served_name, deployment.endpoint)
+        replicas = _find(lifecycle, requested, capability)
+        ready = [d for d in replicas if d.state == State.READY]
+        if ready:
+            return [Upstream(d.model, d.served_name, d.endpoint) for d in _in_turn(ready)]
+        deployment = next((d for d in replicas if d.state in (State.STARTING, State.LOADING)),
+                          replicas[0] if replicas else None)
         if deployment is None and not _known(lifecycle, requested):
             running = sorted({n for d in lifecycle.deployments.values() if d.state == State.READY
                               for n in names_of(lifecycle, d)})

@@ -4,7 +4,9 @@
                    \\          \\         \\          \\
                     `----------`---------`----------`--> failed (with the reason)
 
-A deployment is one catalog model on a placement (one node, or head + worker). The truth lives
+A deployment is one catalog model on a placement (one node, or head + worker). A model may run
+as several deployments on different nodes (replicas): the gateway spreads requests over them and
+retries a failed connect on another. The truth lives
 on the nodes: containers carry `spark-control.*` labels, and `refresh_from_nodes()` rebuilds
 every deployment from them after an app restart. One operation per node at a time: a second
 one is refused with 409 naming what is in progress.
@@ -60,8 +62,13 @@ class Deployment:
     since: float = field(default_factory=time.time)
     detail: str = ""
 
+    @property
+    def id(self) -> str:
+        """Unique per model and placement: `gpt-oss-20b@spark2`, `qwen3-235b@spark1+spark2`."""
+        return f"{self.model}@{'+'.join(self.nodes)}"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "served_name": self.served_name, "nodes": list(self.nodes),
+        return {"deployment_id": self.id, "model": self.model, "served_name": self.served_name, "nodes": list(self.nodes),
                 "endpoint": self.endpoint, "containers": self.containers, "capabilities": list(self.capabilities),
                 "state": self.state.value, "since": self.since, "detail": self.detail}
 
@@ -76,11 +83,35 @@ class Lifecycle:
         self.http = http
         self.load_timeout_s = load_timeout_s
         self.poll_interval_s = poll_interval_s
-        self.deployments: dict[str, Deployment] = {}
+        self.deployments: dict[str, Deployment] = {}   # Deployment.id -> deployment
         self.busy: dict[str, str] = {}      # node -> what it is doing
         self.events = EventLog()
         self._tasks: set[asyncio.Task] = set()
-        self._launches: dict[str, asyncio.Task] = {}   # model -> its launch, so a stop can abort a load
+        self._launches: dict[str, asyncio.Task] = {}   # Deployment.id -> its launch, so a stop can abort a load
+
+    # ------------------------------------------------------------------ lookups
+
+    def register(self, deployment: Deployment) -> Deployment:
+        self.deployments[deployment.id] = deployment
+        return deployment
+
+    def deployments_of(self, model: str) -> list[Deployment]:
+        """Every deployment (replica) of a catalog model, in node order."""
+        order = {name: i for i, name in enumerate(self.pool.nodes)}
+        return sorted((d for d in self.deployments.values() if d.model == model),
+                      key=lambda d: [order.get(n, len(order)) for n in d.nodes])
+
+    def primary(self, model: str) -> Deployment | None:
+        """The deployment to show for a model: a ready one first, else the most recent."""
+        replicas = self.deployments_of(model)
+        ready = [d for d in replicas if d.state == State.READY]
+        return (ready or sorted(replicas, key=lambda d: -d.since) or [None])[0]
+
+    def model_name(self, name: str) -> str:
+        """A catalog name or alias -> the catalog name (a model no longer in the catalog keeps its own)."""
+        if any(d.model == name for d in self.deployments.values()):
+            return name
+        return self.catalog.get(name).name
 
     # ------------------------------------------------------------------ planning
 
@@ -134,10 +165,15 @@ class Lifecycle:
         entry, plan = self.plan(name, placement_spec, overrides)
         validate.raise_for_problems(self.static_verdict(entry, plan))  # before any SSH call
         nodes = tuple(c.node for c in plan.commands)
-        current = self.deployments.get(entry.name)
-        if current is not None and current.state in ACTIVE_STATES:
-            raise Conflict(f"{entry.name} is already {current.state.value} on {'+'.join(current.nodes)}; "
-                           f"stop it first or swap to it on other nodes")
+        running = [d for d in self.deployments_of(entry.name) if d.state in ACTIVE_STATES]
+        clash = next((d for d in running if set(d.nodes) & set(nodes)), None)
+        if clash is not None:
+            used = {n for d in running for n in d.nodes}
+            free = [n for n in self.pool.nodes if n not in used]
+            hint = (f"; or add a replica on another node (placement: {free[0]})" if free
+                    and len(free) >= max(1, entry.nodes.min) else "")
+            raise Conflict(f"{entry.name} is already {clash.state.value} on {'+'.join(clash.nodes)}; "
+                           f"stop it first{hint}")
         # A launch runs beside what is there (an embedder next to a chat model): the node
         # checks decide whether memory and the port allow it. A swap replaces what is there.
         occupants = self.occupants(nodes) if replace else []
@@ -152,27 +188,33 @@ class Lifecycle:
         deployment = Deployment(entry.name, plan.served_model_name, nodes, plan.endpoint,
                                 {c.node: c.container for c in plan.commands}, tuple(entry.capabilities),
                                 detail="starting containers")
-        self.deployments[entry.name] = deployment
+        self.register(deployment)
         self._publish(deployment)
         launch = self._spawn(self._run_launch(deployment, entry, plan, occupants, involved))
-        self._launches[entry.name] = launch
-        launch.add_done_callback(lambda task: self._launches.pop(entry.name, None)
-                                 if self._launches.get(entry.name) is task else None)
+        key = deployment.id
+        self._launches[key] = launch
+        launch.add_done_callback(lambda task: self._launches.pop(key, None)
+                                 if self._launches.get(key) is task else None)
         return deployment
 
-    async def stop(self, name: str) -> Deployment:
-        entry_name = self.catalog.get(name).name if name not in self.deployments else name
-        deployment = self.deployments.get(entry_name)
-        if deployment is None or deployment.state == State.STOPPED:
-            raise NotFound(f"{name} is not running on any node", field="model")
-        launch = self._launches.get(deployment.model)
-        if launch is not None and not launch.done():  # stopping a model that is still loading aborts the load
-            launch.cancel()
-            await asyncio.gather(launch, return_exceptions=True)
-        self._claim(list(deployment.nodes), f"stopping {deployment.model}")
-        self._transition(deployment, State.STOPPING, "stopping containers")
-        self._spawn(self._run_stop(deployment, release=True))
-        return deployment
+    async def stop(self, name: str, node: str | None = None) -> list[Deployment]:
+        """Stop every replica of a model, or only the one on `node`."""
+        model = self.model_name(name)
+        targets = [d for d in self.deployments_of(model)
+                   if d.state != State.STOPPED and (node is None or node in d.nodes)]
+        if not targets:
+            where = f"on {node}" if node else "on any node"
+            raise NotFound(f"{name} is not running {where}", field="node" if node else "model")
+        for deployment in targets:  # stopping a model that is still loading aborts the load
+            launch = self._launches.get(deployment.id)
+            if launch is not None and not launch.done():
+                launch.cancel()
+                await asyncio.gather(launch, return_exceptions=True)
+        self._claim(sorted({n for d in targets for n in d.nodes}), f"stopping {model}")
+        for deployment in targets:
+            self._transition(deployment, State.STOPPING, "stopping containers")
+            self._spawn(self._run_stop(deployment, release=True))
+        return targets
 
     # ------------------------------------------------------------------ background work
 
@@ -287,7 +329,8 @@ class Lifecycle:
             self._transition(deployment, State.FAILED, "could not stop everywhere: " + "; ".join(failures))
             return False
         self._transition(deployment, State.STOPPED, "stopped")
-        self.deployments.pop(deployment.model, None)
+        if self.deployments.get(deployment.id) is deployment:
+            del self.deployments[deployment.id]
         return True
 
     # ------------------------------------------------------------------ state
@@ -310,15 +353,15 @@ class Lifecycle:
                 return []
             return models.parse_container_list(result.stdout)
 
-        found: dict[str, dict[str, models.ManagedContainer]] = {}
+        found: dict[tuple[str, tuple[str, ...]], dict[str, models.ManagedContainer]] = {}
         for node, containers in zip(self.pool.nodes, await asyncio.gather(*map(containers_on, self.pool.nodes))):
-            for c in containers:
-                found.setdefault(c.model, {})[node] = c
-        for model_name, by_node in found.items():
-            if model_name in self.deployments:
-                continue
+            for c in containers:  # replicas of one model differ in their placement label
+                found.setdefault((c.model, c.placement or (node,)), {})[node] = c
+        for (model_name, _placement), by_node in found.items():
             deployment = self._deployment_from_labels(model_name, by_node)
-            self.deployments[model_name] = deployment
+            if deployment.id in self.deployments:
+                continue
+            self.register(deployment)
             if all(c.state == "running" for c in by_node.values()):
                 deployment.state, deployment.detail = State.LOADING, "found running on the nodes; checking"
                 self._publish(deployment)

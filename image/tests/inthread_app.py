@@ -35,12 +35,11 @@ class InThreadApp:
         return self
 
     def add_deployment(self, endpoint: str, *, name: str, served_name: str, capabilities: tuple[str, ...],
-                       state: State = State.READY) -> Deployment:
-        """What the lifecycle would know after launching `name` on spark1, served at `endpoint`."""
-        deployment = Deployment(model=name, served_name=served_name, nodes=("spark1",), endpoint=endpoint,
-                                containers={}, capabilities=capabilities, state=state)
-        self.app.state.lifecycle.deployments[name] = deployment
-        return deployment
+                       state: State = State.READY, node: str = "spark1") -> Deployment:
+        """What the lifecycle would know after launching `name` on `node`, served at `endpoint`."""
+        return self.app.state.lifecycle.register(Deployment(
+            model=name, served_name=served_name, nodes=(node,), endpoint=endpoint, containers={},
+            capabilities=capabilities, state=state))
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -52,6 +51,7 @@ class ChatGateway(InThreadApp):
 
     start_timeout_s = 10.0
 
-    def deploy(self, upstream: FakeUpstream, state: State = State.READY, name: str = "test-model") -> Deployment:
+    def deploy(self, upstream: FakeUpstream, state: State = State.READY, name: str = "test-model",
+               node: str = "spark1") -> Deployment:
         return self.add_deployment(upstream.base_url, name=name, served_name=upstream.served_name,
-                                   capabilities=("chat", "completions"), state=state)
+                                   capabilities=("chat", "completions"), state=state, node=node)

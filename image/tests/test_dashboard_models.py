@@ -214,3 +214,27 @@ def test_launch_logs_busy_swap_and_stop(app, sim_cluster, open_dashboard):
     expect(page.locator('#models [data-slot="summary"]')).to_have_text(re.compile(r"^\d+ in the catalog$"))
     assert problems.unexpected(r"HTTP 400: .*/api/models/gemma-3-27b-it/launch$", r"status of 400",
                                r"request failed: .*/logs\?.* net::ERR_ABORTED") == [], problems.items
+
+
+def test_add_a_replica_and_stop_both(app, sim_cluster, open_dashboard):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    page, problems = open_dashboard()
+    qwen = row(page, "qwen3-4b")
+    expect(badge(page, "qwen3-4b")).to_have_text("ready", timeout=READY_WITHIN_MS)
+    expect(qwen.get_by_role("button", name="Launch qwen3-4b")).to_be_disabled()  # spark1 is in use
+
+    # Another node: the button offers a replica there; the gateway then spreads requests over both.
+    qwen.get_by_label("Placement of qwen3-4b").select_option("spark2")
+    qwen.get_by_role("button", name="Add replica of qwen3-4b").click()
+    where = qwen.locator('[data-slot="where"]')
+    expect(where).to_have_text(re.compile(r"^Serving on spark1 at http://\S+; replica: spark2 \(ready\)$"),
+                               timeout=READY_WITHIN_MS)
+    expect(qwen.get_by_role("button", name="Launch qwen3-4b")).to_be_disabled()  # both nodes in use now
+    screenshot(qwen, "models-replicas.png")
+
+    qwen.get_by_role("button", name="Stop qwen3-4b").click()
+    expect(badge(page, "qwen3-4b")).to_have_text("stopped", timeout=30_000)
+    expect(where).to_have_text("Not running")
+    assert not sim_cluster.ssh("spark1", "docker ps -q").stdout.strip()
+    assert not sim_cluster.ssh("spark2", "docker ps -q").stdout.strip()
+    assert problems.unexpected() == [], problems.items

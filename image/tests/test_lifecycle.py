@@ -228,3 +228,48 @@ def test_state_survives_an_app_restart(app, sim_cluster, tmp_path):
         assert ready["nodes"] == ["spark2"] and ready["containers"] == {"spark2": "spark-control-qwen3-4b"}
     finally:
         second.stop()
+
+
+def replicas(app, name: str) -> dict[str, dict]:
+    entry = next(m for m in app.get("/api/models").json()["models"] if m["name"] == name)
+    return {"+".join(d["nodes"]): d for d in entry["replicas"]}
+
+
+def test_a_replica_on_the_other_node_shares_the_load_and_stops_alone(app, sim_cluster, tmp_path):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+    again = app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"})
+    assert again.status_code == 409 and "placement: spark2" in again.json()["error"]["message"]
+    second = app.post("/api/models/qwen3-4b/launch", json={"placement": "spark2"})
+    assert second.status_code == 202, second.text
+    assert second.json()["deployment_id"] == "qwen3-4b@spark2"
+    wait_until(lambda: {d["state"] for d in replicas(app, "qwen3-4b").values()} == {"ready"}, 90,
+               message="both replicas ready")
+    listed = next(m for m in httpx.get(f"{app.url}/v1/models").json()["data"] if m["id"] == "qwen3-4b")
+    assert listed["spark_control"]["nodes"] == ["spark1", "spark2"]
+    gateway = openai.OpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0)
+    for _ in range(4):
+        reply = gateway.chat.completions.create(model="qwen3-4b", max_tokens=12, temperature=0, messages=[
+            {"role": "user", "content": "What is the capital of France? Answer in one word."}])
+        assert "paris" in reply.choices[0].message.content.lower()
+    served = {node: sim_cluster.ssh(node, "docker logs spark-control-qwen3-4b 2>&1 | grep -c 'POST /v1/chat'").stdout
+              for node in ("spark1", "spark2")}
+    assert all(int(count.strip() or 0) >= 1 for count in served.values()), served
+
+    # A fresh app finds both replicas on the nodes.
+    restarted = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(tmp_path / "c.json"),
+                            "LAUNCH_POLL_INTERVAL_S": "0.3"}, tmp_path / "restarted.log").wait_ready()
+    try:
+        wait_until(lambda: {n: d["state"] for n, d in replicas(restarted, "qwen3-4b").items()}
+                   == {"spark1": "ready", "spark2": "ready"}, 30, message="a fresh app finds both replicas")
+    finally:
+        restarted.stop()
+
+    stopped = app.post("/api/models/qwen3-4b/stop", params={"node": "spark2"})
+    assert stopped.status_code == 202 and stopped.json()["stopping"] == ["qwen3-4b@spark2"]
+    wait_until(lambda: list(replicas(app, "qwen3-4b")) == ["spark1"], 30, message="only spark1 left")
+    assert sim_cluster.ssh("spark2", "docker ps -aq").stdout.strip() == ""
+    assert model_state(app, "qwen3-4b")["state"] == "ready"
+    reply = gateway.chat.completions.create(model="qwen3-4b", max_tokens=4, messages=[
+        {"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content

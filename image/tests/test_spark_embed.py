@@ -395,9 +395,9 @@ def test_a_simulated_spark_runs_the_image_and_spark_control_routes_to_it(sim_clu
 
         gateway = InThreadApp(tmp_path).start()
         try:
-            gateway.app.state.lifecycle.deployments["minilm"] = Deployment(
+            gateway.app.state.lifecycle.register(Deployment(
                 model="minilm", served_name="minilm", nodes=("spark1",), endpoint=base_url, containers={},
-                capabilities=("embeddings",), state=State.READY)
+                capabilities=("embeddings",), state=State.READY))
             sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
             answer = sdk.embeddings.create(model="minilm", input=["hello world", "hi"])
             assert [len(d.embedding) for d in answer.data] == [DIM, DIM] and answer.usage.prompt_tokens == 7

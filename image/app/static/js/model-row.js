@@ -11,11 +11,11 @@ import { DryRunView } from "./model-dryrun.js";
 import { LogsPanel } from "./model-logs.js";
 
 /**
- * @typedef {{model: string, nodes: string[], endpoint: string, containers: Record<string, string>,
- *   state: string, detail: string, since: number}} Deployment
+ * @typedef {{deployment_id: string, model: string, nodes: string[], endpoint: string,
+ *   containers: Record<string, string>, state: string, detail: string, since: number}} Deployment
  * @typedef {{name: string, description: string, hf_repo: string, size_gb: number,
  *   nodes: {min: number, max: number}, capabilities: string[], aliases: string[], state: string,
- *   deployment: Deployment|null, weights: Record<string, boolean|null>}} CatalogModel
+ *   deployment: Deployment|null, replicas: Deployment[], weights: Record<string, boolean|null>}} CatalogModel
  * @typedef {{modelsUrl: string, swapUrl: string, onChange: () => void}} RowOptions
  */
 
@@ -33,8 +33,10 @@ export class ModelRow {
     this.name = name;
     this.options = options;
     this.base = `${options.modelsUrl}/${encodeURIComponent(name)}`;
-    /** @type {Deployment|null} */
+    /** @type {Deployment|null} the replica shown: a ready one first, else the latest */
     this.deployment = null;
+    /** @type {Map<string, Deployment>} every replica of the model, by deployment_id */
+    this.replicas = new Map();
     this.state = "stopped";
     this.inFlight = false;
     this.placementKey = "";
@@ -78,16 +80,22 @@ export class ModelRow {
       el("li", { class: "tag", text: c, attrs: { "data-capability": c } })));
     this.renderWeights(model.weights, nodeNames);
     this.renderPlacements(model.nodes, nodeNames);
-    if (!keepDeployment) this.setDeployment(model.deployment);
+    if (!keepDeployment) {
+      this.replicas = new Map((model.replicas ?? []).map((d) => [d.deployment_id, d]));
+      this.setDeployment(model.deployment);
+    }
   }
 
   /**
-   * The model's deployment now (null: not running anywhere). From the catalog or an event.
+   * One replica's state now, from the catalog or an event (null: the model runs nowhere).
    * @param {Deployment|null} deployment
    */
   setDeployment(deployment) {
     if (deployment?.since) this.lastSince = deployment.since;
-    this.deployment = deployment && deployment.state !== "stopped" ? deployment : null;
+    if (deployment?.state === "stopped") this.replicas.delete(deployment.deployment_id);
+    else if (deployment) this.replicas.set(deployment.deployment_id, deployment);
+    const all = [...this.replicas.values()];
+    this.deployment = all.find((d) => d.state === "ready") ?? all.sort((a, b) => b.since - a.since)[0] ?? null;
     const state = this.deployment?.state ?? "stopped";
     const row = this.element;
     const changed = state !== this.state;
@@ -140,6 +148,11 @@ export class ModelRow {
     ];
     if (d.state === "ready") {
       parts.push(el("span", { class: "muted", text: " at " }), el("span", { class: "mono", text: d.endpoint }));
+    }
+    const others = [...this.replicas.values()].filter((r) => r !== d);
+    if (others.length) {
+      parts.push(el("span", { class: "replicas", attrs: { "data-slot": "replicas" }, text:
+        `; replica${others.length > 1 ? "s" : ""}: ${others.map((r) => `${r.nodes.join(" + ")} (${r.state})`).join(", ")}` }));
     }
     where.replaceChildren(...parts);
   }
@@ -194,13 +207,27 @@ export class ModelRow {
     select.value = usable ? previous : "auto";
   }
 
+  /** Nodes the chosen placement names explicitly ([] for auto). */
+  placementNodes() {
+    const value = this.placement;
+    if (value === "auto") return [];
+    return value === "both" ? this.bothNodes.split("+") : [value];
+  }
+
   updateButtons() {
     const running = RUNNING.has(this.state);
     const stoppable = (running && this.state !== "stopping") || this.state === "failed";
     const set = (/** @type {string} */ action, /** @type {boolean} */ enabled) => {
       this.button(action).disabled = this.inFlight || !enabled;
     };
-    set("launch", !running);
+    // A running model can get a replica on nodes it does not use yet (the gateway spreads requests).
+    const used = new Set([...this.replicas.values()].filter((r) => RUNNING.has(r.state)).flatMap((r) => r.nodes));
+    const chosen = this.placementNodes();
+    const replicaFits = running && chosen.length > 0 && chosen.every((n) => !used.has(n));
+    set("launch", !running || replicaFits);
+    const addsReplica = running && replicaFits;
+    this.button("launch").textContent = addsReplica ? "Add replica" : "Launch";
+    this.button("launch").setAttribute("aria-label", `${addsReplica ? "Add replica of" : "Launch"} ${this.name}`);
     set("swap", !running);
     set("stop", stoppable);
     set("dry-run", true);
@@ -230,6 +257,7 @@ export class ModelRow {
     this.button("logs").addEventListener("click", () => this.toggleLogs());
     slot(this.element, "placement").addEventListener("change", () => {
       this.placementPicked = true;
+      this.updateButtons();
       if (this.dryRun.isOpen) this.showDryRun();
     });
   }

@@ -81,7 +81,7 @@ export function initModelsPanel(panel) {
     refetchTimer = setTimeout(reload, REFETCH_DELAY_MS);
   }
 
-  /** @param {any} event  a Deployment dict plus id, ts and kind */
+  /** @param {any} event  a Deployment dict (with its deployment_id) plus the event's id, ts and kind */
   function onDeployment(event) {
     eventCount += 1;
     lastEventAt.set(event.model, eventCount);
