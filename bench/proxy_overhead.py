@@ -232,9 +232,9 @@ def run_spark_control(port: int, data_dir: str, upstreams: dict[str, str], ready
                 raise SystemExit("spark-control did not start")
             await asyncio.sleep(0.02)
         for model, url in upstreams.items():
-            app.state.lifecycle.deployments[model] = Deployment(
+            app.state.lifecycle.register(Deployment(
                 model=model, served_name=model, nodes=("spark1",), endpoint=url, containers={},
-                capabilities=("chat", "completions"), state=State.READY)
+                capabilities=("chat", "completions"), state=State.READY))
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         print(f"spark-control: event loop {loop_name}, HTTP protocol {config.http_protocol_class.__name__}",
               flush=True)
