@@ -37,6 +37,7 @@ class ConnectivityLog:
         self._last_save = 0.0
 
     def load(self) -> None:
+        remove_stale_temp_files(self.path)
         try:
             data = json.loads(self.path.read_text())
             if data.get("version") != _FORMAT_VERSION:
@@ -123,6 +124,16 @@ class ConnectivityLog:
         except OSError as exc:
             self.log_problem = f"cannot write {self.path}: {exc.strerror or exc}"
             log.warning("connectivity log: %s", self.log_problem)
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Temp files of writes that a kill -9 interrupted (the `except` below never ran). Called at
+    start, when no write of this process can be in flight."""
+    try:
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # an unreadable directory shows up as log_problem on the first save
 
 
 def write_atomically(path: Path, text: str) -> None:

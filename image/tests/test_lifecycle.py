@@ -273,3 +273,41 @@ def test_a_replica_on_the_other_node_shares_the_load_and_stops_alone(app, sim_cl
     reply = gateway.chat.completions.create(model="qwen3-4b", max_tokens=4, messages=[
         {"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content
+
+
+def test_a_swap_interrupted_by_its_node_dying_ends_failed_with_the_reason(app, sim_cluster):
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+    assert app.post("/api/swap", json={"model": "gemma-3-27b-it", "placement": "spark1"}).status_code == 202
+    wait_until(lambda: model_state(app, "gemma-3-27b-it")["state"] == "loading", 60, interval=0.1,
+               message="the incoming model loading")
+    sim_cluster.node("spark1").crash()
+    failed = wait_until(lambda: (d := model_state(app, "gemma-3-27b-it"))["state"] == "failed" and d, 20,
+                        message="the swap failed after its node died")
+    assert "spark1" in failed["detail"]
+    assert model_state(app, "qwen3-4b")["state"] == "stopped", "the outgoing model had already gone"
+    assert app.get("/api/models").json()["busy"] == {}, "no node is left claimed by the broken swap"
+    sim_cluster.node("spark1").revive()
+    # Once the monitor sees the node back (SSH backs off up to 8 s), it takes a new launch.
+    wait_until(lambda: app.get("/api/connectivity").json()["nodes"]["spark1"]["state"] == "up", 20,
+               message="spark1 back")
+    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    wait_for_state(app, "qwen3-4b", "ready")
+
+
+def test_a_node_blackholed_while_loading_fails_the_launch_and_nothing_hangs(app, sim_cluster):
+    if sim_cluster.network != "netns":
+        pytest.skip("blackholing needs the nodes in their own network namespaces")
+    assert app.post("/api/models/gpt-oss-20b/launch", json={"placement": "spark2"}).status_code == 202
+    wait_until(lambda: model_state(app, "gpt-oss-20b")["state"] == "loading", 30, interval=0.1, message="loading")
+    node = sim_cluster.node("spark2")
+    node.blackhole()
+    try:
+        failed = wait_until(lambda: (d := model_state(app, "gpt-oss-20b"))["state"] == "failed" and d, 30,
+                            message="launch failed after its node vanished")
+        assert "spark2" in failed["detail"]
+        assert app.get("/api/models").json()["busy"] == {}
+    finally:
+        node.restore_network()
+    wait_until(lambda: app.get("/api/connectivity").json()["nodes"]["spark2"]["state"] == "up", 30,
+               message="spark2 back")
