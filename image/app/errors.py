@@ -27,16 +27,22 @@ class SparkControlError(Exception):
 
     status = 500
     code = "internal_error"
+    source = "spark-control"  # or "upstream": who failed is the first thing a user debugging an app asks
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
 
     def to_dict(self) -> dict:
         # One shape for every endpoint, the OpenAI one, so SDKs and the dashboard read it alike.
         return {"error": {"message": self.message, "type": type(self).__name__, "param": self.field,
-                          "code": self.code, "source": "spark-control"}}
+                          "code": self.code, "source": self.source}}
 
 
 class InvalidInput(SparkControlError):
@@ -52,6 +58,27 @@ class NotFound(SparkControlError):
 class Conflict(SparkControlError):
     status = 409
     code = "conflict"
+
+
+class PayloadTooLarge(SparkControlError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(SparkControlError):
+    """What the request needs (a service, a model) is not running; the message says what to start."""
+
+    status = 503
+    code = "service_unavailable"
+
+
+class UpstreamFailed(SparkControlError):
+    """A model server or side service failed or answered nonsense. A refusal of the request
+    itself (400, 413, ...) may keep the upstream's own status."""
+
+    status = 502
+    code = "upstream_error"
+    source = "upstream"
 
 
 class ConfigError(SparkControlError):
@@ -97,12 +124,18 @@ class RemoteCommandFailed(NodeError):
         self.stderr = stderr
 
 
+def error_response(exc: SparkControlError) -> JSONResponse:
+    """The one mapping from an error to HTTP: for the handlers below and for endpoints that
+    answer an error themselves (to count it in /metrics first)."""
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map the hierarchy (and FastAPI's own validation errors) to JSON responses."""
 
     @app.exception_handler(SparkControlError)
     async def _spark_control_error(_request: Request, exc: SparkControlError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

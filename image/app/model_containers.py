@@ -8,7 +8,9 @@ the nodes after a restart: `list_containers_command()` finds every container we 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from app import shellsafe
 
@@ -56,17 +58,22 @@ class ManagedContainer:
     image: str
 
 
-def parse_container_list(output: str) -> list[ManagedContainer]:
-    """Parse `docker ps --format '{{json .}}'` lines; lines that are not our containers are skipped."""
-    found = []
+def docker_ps_rows(output: str) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    """(row, labels) for each line of `docker ps --format '{{json .}}'`; lines that are not a
+    JSON object (a warning, a truncated line) are skipped."""
     for line in output.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(row, dict):
-            continue
-        labels = dict(item.partition("=")[::2] for item in str(row.get("Labels", "")).split(",") if item)
+        if isinstance(row, dict):
+            yield row, dict(item.partition("=")[::2] for item in str(row.get("Labels", "")).split(",") if item)
+
+
+def parse_container_list(output: str) -> list[ManagedContainer]:
+    """Parse `docker ps --format '{{json .}}'` lines; lines that are not our containers are skipped."""
+    found = []
+    for row, labels in docker_ps_rows(output):
         model = labels.get(f"{LABEL_PREFIX}model")
         if not model:
             continue

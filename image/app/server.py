@@ -22,7 +22,8 @@ from fastapi.staticfiles import StaticFiles
 
 import httpx
 
-from app import embeddings_proxy, llm_proxy, metrics, models, models_api, status
+from app import (audio_proxy, deep_health, disk, download, embeddings_proxy, health, llm_proxy, metrics, models,
+                 models_api, nim, redaction_gateway, services, services_catalog, status)
 from app.connectivity import ConnectivityLog, ConnectivityMonitor
 from app.errors import ConfigError, install_error_handlers
 from app.settings import Settings
@@ -127,10 +128,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lifecycle = Lifecycle(app.state.pool, app.state.catalog, app.state.http,
                                         load_timeout_s=s.launch_timeout_s, poll_interval_s=s.launch_poll_interval_s)
         refresh = asyncio.create_task(app.state.lifecycle.refresh_from_nodes())  # the truth is on the nodes
+        app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token)
+        app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s)
+        app.state.deep_health = deep_health.DeepHealth(app.state, interval_s=s.deep_health_interval_s,
+                                                       min_available_gb=s.deep_health_min_available_gb)
+        app.state.deep_health.start()
         try:
             yield
         finally:
             refresh.cancel()
+            await app.state.deep_health.stop()
+            await app.state.downloads.close()
             await app.state.lifecycle.close()
             await app.state.connectivity.stop()
             await app.state.http.aclose()
@@ -140,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Control plane and OpenAI-compatible gateway for DGX Spark clusters.")
     app.state.settings = settings or Settings.from_env()
     app.state.catalog = models.load_catalog(app.state.settings)  # a bad catalog stops startup, named
+    app.state.services_catalog = services_catalog.load_services_catalog(app.state.settings)  # likewise
     app.state.proxy_api_keys = app.state.settings.api_keys
     # Node gauges read the monitor's latest probes at scrape time (the status service exists once running).
     app.state.metrics = metrics.create_metrics(
@@ -152,7 +161,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_api.build_router())
     app.include_router(llm_proxy.build_router())
     app.include_router(embeddings_proxy.build_router())
+    app.include_router(audio_proxy.build_router())
+    app.include_router(redaction_gateway.build_router())
     app.include_router(metrics.build_router())
+    app.include_router(services.build_router())
+    app.include_router(nim.build_router())
+    app.include_router(health.build_router())
+    app.include_router(deep_health.build_router())
+    app.include_router(download.build_router())
+    app.include_router(disk.build_router())
 
     if _STATIC_DIR.is_dir():
         app.mount("/static", _RevalidatedStaticFiles(directory=_STATIC_DIR), name="static")

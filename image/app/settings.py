@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     models_overrides: Path | None = None
     services_overrides: Path | None = None
     redaction_map_db: Path | None = None
+    # Redaction gateway (docs/REDACTION_GATEWAY.md): the map key (base64 of 32 bytes; else a key
+    # file beside the DB, created 0600), how long a conversation's map lives after its last use,
+    # and where redacted requests go (an OpenAI base URL and its key; unset = this gateway's /v1).
+    redaction_key: str | None = Field(None, repr=False)
+    redaction_key_file: Path | None = None
+    redaction_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    redaction_upstream_url: str | None = Field(None, pattern=r"^https?://[^\s/]+\S*$")
+    redaction_upstream_api_key: str | None = Field(None, repr=False)
+    # What is redacted: entity types (comma-separated; unset = all), terms never redacted
+    # (comma-separated, e.g. your company's name), and whether person names are looked for (NER).
+    redaction_entities: str | None = None
+    redaction_allowlist: str | None = None
+    redaction_ner: bool = True
     connectivity_log: Path | None = None
     # How often the connectivity probe looks at every node, and how much history it keeps.
     connectivity_interval_s: float = Field(3.0, gt=0)
@@ -83,6 +96,16 @@ class Settings(BaseSettings):
     proxy_wait_for_model_s: float = Field(300.0, ge=0)
     proxy_max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     proxy_api_keys: str | None = Field(None, repr=False)
+    # Audio gateway: the largest audio file accepted by POST /v1/audio/transcriptions (OpenAI: 25 MB).
+    audio_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    # Hugging Face token for gated/private repos: handed to `hf download` on stdin, never logged or returned.
+    hf_token: str | None = Field(None, repr=False)
+    # NGC API key for NIMs: sent to the node on stdin (docker login + `-e NGC_API_KEY`), never logged or returned.
+    ngc_api_key: str | None = Field(None, repr=False)
+    # Deep health (app/deep_health.py): how often it runs in the background (0 = off), and the
+    # MemAvailable under which a node gets a warning.
+    deep_health_interval_s: float = Field(300.0, ge=0)
+    deep_health_min_available_gb: float = Field(8.0, ge=0)
     # SSH: a dead node is noticed after about keepalive_interval * keepalive_count seconds.
     ssh_connect_timeout_s: float = Field(5.0, gt=0)
     ssh_command_timeout_s: float = Field(15.0, gt=0)

@@ -145,6 +145,27 @@ def validate_hf_revision(value: object, *, field: str = "revision") -> str:
     return text
 
 
+_INCLUDE_CHARS = re.compile(r"[A-Za-z0-9._/*?\[\]-]")
+_INCLUDE_ALLOWED = ("a file glob like '*.safetensors' or 'original/*': 1-256 of A-Z a-z 0-9 . _ / - * ? [ ], "
+                    "not starting with - or /, no '..' components")
+
+
+def validate_hf_include(value: object, *, field: str = "include pattern") -> str:
+    """A glob for `hf download --include`, e.g. `*.safetensors`, `config.json`, `original/*`.
+
+    The glob characters are harmless here because the pattern is quoted at the sink: it
+    reaches `hf` as one literal argument and `hf` matches it against the repo's file list.
+    """
+    text = _require_str(value, field, _INCLUDE_ALLOWED)
+    _check_length(text, field, _INCLUDE_ALLOWED, 256)
+    _check_charset(text, field, _INCLUDE_ALLOWED, _INCLUDE_CHARS)
+    if text.startswith(("-", "/")):
+        raise _invalid(field, text, "it must not start with - or /", _INCLUDE_ALLOWED)
+    if ".." in text.split("/"):
+        raise _invalid(field, text, "'..' components are not allowed", _INCLUDE_ALLOWED)
+    return text
+
+
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SERVICE_ALLOWED = "1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit"

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from sparksim.node import SimNode, free_port, install_tools, run
+from sparksim.peers import connect_peers
 
 _NETNS_SUBNET = "10.213"  # private addresses inside this machine's own namespaces only
 
@@ -83,6 +84,7 @@ class SimCluster:
             node.start()
             self.nodes.append(node)
         self.known_hosts.write_text("".join(n.host_key_line() for n in self.nodes))
+        connect_peers(self.nodes)  # weights are copied node to node over SSH, as between real Sparks
         return self
 
     def _make_bridge(self) -> str:

@@ -94,12 +94,22 @@ RULES: list[ImageRule] = [
     # the simulated vLLM server (sparksim/vllm_server.py, tokens from llama.cpp); other commands
     # (bash, sleep, ...) run as is.
     ImageRule("nvcr.io/nvidia/vllm:*", size=21_400_000_000, resolver="sparksim.vllm_server:resolve"),
-    ImageRule("nvcr.io/nim/*", size=14_800_000_000),
+    # NVIDIA NIMs: the entrypoint needs NGC_API_KEY and serves the sim vLLM server with NIM's health
+    # paths (sparksim/nim_runner.py).
+    ImageRule("nvcr.io/nim/*", size=14_800_000_000, default_cmd=["/opt/nim/start_server.sh"],
+              resolver="sparksim.nim_runner:resolve"),
     # spark_embed (image/spark_embed/Dockerfile, built on a Spark as spark-control/spark-embed, or any
     # tag ending in spark-embed): the real embeddings app under the sim venv (sparksim/spark_embed_runner.py).
     ImageRule("*spark-embed:*", size=9_870_000_000,
               default_cmd=["sh", "-c", 'exec uvicorn spark_embed.app:app --host 0.0.0.0 --port "${PORT:-8001}"'],
               resolver="sparksim.spark_embed_runner:resolve"),
+    # Audio services (sparksim/audio_runner.py): speaches' server runs spark_audio's faster-whisper app
+    # (Whisper tiny.en, word timestamps); spark-diarize runs spark_audio's resemblyzer diarizer.
+    ImageRule("ghcr.io/speaches-ai/speaches:*", size=7_430_000_000, default_cmd=["uvicorn", "--factory",
+              "speaches.main:create_app"], resolver="sparksim.audio_runner:resolve_transcription"),
+    ImageRule("*spark-diarize:*", size=6_120_000_000,
+              default_cmd=["sh", "-c", 'exec uvicorn spark_audio.diarize_app:app --host 0.0.0.0 --port "${PORT:-8002}"'],
+              resolver="sparksim.audio_runner:resolve_diarizer"),
     ImageRule("*"),  # generic: run CMD as a local process, or sleep when there is none
 ]
 

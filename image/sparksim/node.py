@@ -234,7 +234,7 @@ class SimNode:
 
 
 def install_tools(base: Path) -> None:
-    """Copy sparksim where the nodes' users can read it and put `docker`/`nvidia-smi` on their PATH."""
+    """Copy sparksim where the nodes' users can read it and put `docker`/`nvidia-smi`/`hf` on their PATH."""
     lib = base / "lib"
     shutil.rmtree(lib, ignore_errors=True)
     shutil.copytree(SPARKSIM_SRC, lib / "sparksim", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -242,9 +242,14 @@ def install_tools(base: Path) -> None:
     if (SPARKSIM_SRC.parent / "spark_embed").is_dir():
         shutil.copytree(SPARKSIM_SRC.parent / "spark_embed", lib / "spark_embed",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile", ".dockerignore"))
+    # The audio services' apps, which the speaches and spark-diarize image rules run (sparksim/audio_runner.py).
+    if (SPARKSIM_SRC.parent / "spark_audio").is_dir():
+        shutil.copytree(SPARKSIM_SRC.parent / "spark_audio", lib / "spark_audio",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile*", ".dockerignore"))
     bin_dir = base / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for tool, module in (("docker", "sparksim.docker_cli"), ("nvidia-smi", "sparksim.nvidia_smi")):
+    for tool, module in (("docker", "sparksim.docker_cli"), ("nvidia-smi", "sparksim.nvidia_smi"),
+                         ("hf", "sparksim.hf_cli")):
         script = bin_dir / tool
         script.write_text(f'#!/bin/sh\nPYTHONPATH={lib} exec {SYSTEM_PYTHON} -m {module} "$@"\n')
         script.chmod(0o755)

@@ -165,6 +165,8 @@ class OpenAIApi:
                 handler.rfile.readline()
         if handler.command != "POST":
             return None
+        if handler.headers.get("content-type", "").startswith("multipart/form-data"):  # audio uploads
+            return {"multipart": raw, "content_type": handler.headers["content-type"]}
         if not raw:
             return {}
         try:
@@ -417,7 +419,9 @@ class OpenAIApi:
     def h_transcriptions(self, r: Response, body) -> None:
         if self.info.task != "transcription":
             raise BadRequest("The model does not support Transcriptions API")
-        raise BadRequest("sparksim: audio transcription is not simulated", 501, "NotImplementedError")
+        from .vllm_audio import handle  # faster-whisper, loaded on the first request
+
+        handle(self, r, body)
 
 
 ROUTES = {

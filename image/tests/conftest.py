@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -145,6 +146,21 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
     pytest.fail(f"timed out after {timeout} s waiting for {message}; last value: {last!r}")
 
 
+@contextmanager
+def sim_app(sim_cluster, directory: Path, **env: str) -> Iterator[RunningApp]:
+    """The app as a user starts it, against the simulated Sparks, its data files in `directory`;
+    fast probes, no deep-health schedule unless `env` says otherwise. For module fixtures:
+    `with sim_app(sim_cluster, tmp_path_factory.mktemp("x")) as app: yield app`."""
+    running = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(directory / "c.json"),
+                          "REDACTION_MAP_DB": str(directory / "redaction_maps.db"),
+                          "CONNECTIVITY_INTERVAL_S": "1", "SSH_KEEPALIVE_INTERVAL_S": "1",
+                          "DEEP_HEALTH_INTERVAL_S": "0", **env}, directory / "app.log")
+    try:
+        yield running.wait_ready()
+    finally:
+        running.stop()
+
+
 def launching_app_fixtures(name: str, *, stop_within_s: float, poll_s: float):
     """The fixtures of a module whose tests launch models, as `app, clean_nodes = launching_app_fixtures(...)`:
     `app`, the app against the simulated Sparks for the whole module, polling launches fast (its files in a
@@ -154,15 +170,9 @@ def launching_app_fixtures(name: str, *, stop_within_s: float, poll_s: float):
     @pytest.fixture(scope="module")
     def app(sim_cluster, tmp_path_factory):
         """The app as a user starts it, for every test of the module."""
-        data = tmp_path_factory.mktemp(name)
-        running = RunningApp({**sim_cluster.app_env(), "CONNECTIVITY_LOG": str(data / "c.json"),
-                              "LAUNCH_POLL_INTERVAL_S": "0.3", "LAUNCH_TIMEOUT_S": "90",
-                              "CONNECTIVITY_INTERVAL_S": "1", "SSH_KEEPALIVE_INTERVAL_S": "1"},
-                             data / "app.log")
-        try:
-            yield running.wait_ready()
-        finally:
-            running.stop()
+        with sim_app(sim_cluster, tmp_path_factory.mktemp(name), LAUNCH_POLL_INTERVAL_S="0.3",
+                     LAUNCH_TIMEOUT_S="90") as running:
+            yield running
 
     @pytest.fixture(autouse=True)
     def clean_nodes(app, sim_cluster):
@@ -217,8 +227,8 @@ def pages(browser):
 # Modules whose integration tests run the simulated Sparks' real engines (llama.cpp, torch), which
 # `make test` may still be building in the background on a fresh machine.
 _ENGINE_MODULES = {"test_lifecycle", "test_sparksim_vllm", "test_spark_embed", "test_embeddings_proxy",
-                   "test_dashboard_models"}
-_ENGINES_READY = ".spark-embed-installed"  # the last stamp `make sim-venv` writes
+                   "test_dashboard_models", "test_audio_engines"}
+_ENGINES_READY = ".audio-installed"  # the last stamp `make sim-venv` writes
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,192 @@
+"""Street addresses: a building number, capitalised street words, a suffix from the USPS lexicon,
+then what usually follows (unit, city, state, ZIP or a UK postcode), as one span.
+
+Why a regex and not NER: spaCy's small model tags "1600 Amphitheatre Parkway" as a CARDINAL and a
+FAC at best and never the city/ZIP tail; a user wants the whole address gone, so the pattern
+reaches for the tail (", Mountain View, CA 94043") and covers it in the same span.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .validators import lower_same, matches_at
+
+# USPS Publication 28, appendix C1 (street suffixes), plus the common abbreviations and the
+# British ones (Close, Mews, Gardens...). Matched case-insensitively, "." optional.
+_SUFFIXES = """
+Alley Aly Annex Arcade Avenue Ave Av Bayou Beach Bend Bluff Bluffs Bottom Boulevard Blvd Branch
+Bridge Brook Brooks Burg Burgs Bypass Camp Canyon Cape Causeway Center Centre Centers Circle Cir
+Circles Cliff Cliffs Close Club Common Commons Concourse Corner Corners Course Court Ct Courts Cove
+Coves Creek Crescent Cres Crest Crossing Crossroad Curve Dale Dam Divide Drive Dr Drives Estate
+Estates Expressway Expy Extension Ext Extensions Fall Falls Ferry Field Fields Flat Flats Ford
+Fords Forest Forge Forges Fork Forks Fort Freeway Fwy Garden Gardens Gdns Gateway Glen Glens Green
+Greens Grove Groves Harbor Harbour Harbors Haven Heights Hts Highway Hwy Hill Hills Hollow Inlet
+Island Islands Isle Junction Junctions Key Keys Knoll Knolls Lake Lakes Land Landing Lane Ln Light
+Lights Loaf Lock Locks Lodge Loop Mall Manor Manors Meadow Meadows Mews Mill Mills Mission
+Motorway Mount Mountain Mountains Neck Orchard Oval Overpass Park Parks Parkway Pkwy Parkways Pass
+Passage Path Pike Pine Pines Place Pl Plain Plains Plaza Point Points Port Ports Prairie Radial
+Ramp Ranch Rapid Rapids Rest Ridge Ridges River Road Rd Roads Route Rte Row Rue Run Shoal Shoals
+Shore Shores Skyway Spring Springs Spur Spurs Square Sq Squares Station Stravenue Stream Street St
+Streets Summit Terrace Ter Throughway Trace Track Trafficway Trail Trl Tunnel Turnpike Underpass
+Union Unions Valley Valleys Via Viaduct View Views Village Villages Ville Vista Walk Walks Wall Way
+Ways Well Wells Wharf Wynd Yard
+"""
+
+
+def _trie_regex(words: list[str]) -> str:
+    """An alternation shaped as a trie: re tries alternatives one by one, so 250 flat branches
+    would be tried at every candidate; a trie tests one character per level."""
+    trie: dict[str, dict] = {}
+    for w in words:
+        node = trie
+        for ch in w.lower():
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        end = "" in node
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if end else body
+
+    return emit(trie)
+
+
+_SUFFIX = _trie_regex(sorted(set(_SUFFIXES.split())))
+_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM"
+    "|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|AS|GU|MP|PR|VI|UM|FM|MH|PW"
+)
+_STATE_NAMES = (
+    "Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii"
+    "|Idaho|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan"
+    "|Minnesota|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico"
+    "|New York|North Carolina|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island"
+    "|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia"
+    "|Wisconsin|Wyoming"
+)
+_UK_POSTCODE = r"(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})"
+_WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th)|(?:de|la|del|von|van|of|the)\b)"
+_CITY = r"(?:[A-Z][A-Za-z'’.-]+(?:[ -][A-Z][A-Za-z'’.-]+){0,3})"
+_SEP = r"(?:,[ \t]*\n?[ \t]*|[ \t]*\n[ \t]*|[ \t]+)"
+_UNIT = (
+    r"(?:(?:Apt|Apartment|Suite|Ste|Unit|Room|Rm|Floor|Fl|Flat|Bldg|Building|Studio|Dept|Lot|Box)\.?"
+    r"[ \t]*\#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5}\b|\#[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5}\b)"
+)
+_DIRECTION = r"(?:[NSEW]\.?|North|South|East|West|NE|NW|SE|SW)"
+# The tail: "City, ST 12345", "City, State 12345-6789", "City\nPOSTCODE", "POSTCODE", ", City."
+_TAIL = (
+    rf"(?:{_SEP}{_CITY},?[ \t]+(?:{_STATES}|{_STATE_NAMES})\b\.?(?:[ \t]+\d{{5}}(?:-\d{{4}})?)?"
+    rf"|{_SEP}(?:{_CITY}{_SEP})?{_UK_POSTCODE}\b"
+    rf"|,[ \t]*{_CITY}(?=[.;!?)\n]|$))"
+)
+_SPELLED = r"(?:One|Two|Three|Four|Five|Six|Seven|Eight|Nine|Ten|Eleven|Twelve|Twenty|Thirty|Fifty|Hundred)"
+# After the building number: direction, street words, the suffix, a unit, then the tail.
+_STREET_REST = (
+    rf",?[ \t]+(?:{_DIRECTION}[ \t]+)?(?:{_WORD}[ \t]+){{0,4}}(?i:(?:{_SUFFIX})\b)\.?"
+    rf"(?:[ \t]+(?:NE|NW|SE|SW|N|S|E|W)\b\.?)?"
+    rf"(?:,?[ \t]*{_UNIT})?(?:{_TAIL})?"
+)
+# Three shapes of one address grammar, each starting with what re can skip to fast (a pattern
+# that starts with a look-behind or look-ahead is tried at every character; one that starts with
+# a character class or a literal is jumped to): "1600 ...", "One Apple Park Way ...", "Apt 4, 12 ...".
+# "933 watson street": lower case is accepted only for one or two words before a common suffix,
+# so "walked 5 blocks down the street" stays prose. Same pass as the numbered form (one scan of
+# the digits instead of two), tried first: "465 wells road" must not stop at the suffix "wells".
+_LOWER_REST = (
+    r"[a-z]?[ \t]+(?:[a-z][a-z'-]+[ \t]+){1,2}"
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|way)\b\.?"
+    rf"(?:{_TAIL})?"
+)
+_ADDRESS = re.compile(
+    rf"\d(?<![\w-]\d)\d{{0,5}}(?:{_LOWER_REST}|[A-Za-z]?(?:-\d{{1,6}}[A-Za-z]?)?{_STREET_REST})"
+)
+_ADDRESS_SPELLED = re.compile(rf"{_SPELLED}{_STREET_REST}")
+_ADDRESS_UNIT_FIRST = re.compile(rf"{_UNIT}{_SEP}(?:\d{{1,6}}[A-Za-z]?(?:-\d{{1,6}}[A-Za-z]?)?)?{_STREET_REST}")
+_SPELLED_WORDS = ("One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven",
+                  "Twelve", "Twenty", "Thirty", "Fifty", "Hundred")
+_UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Room", "Rm", "Floor", "Fl", "Flat", "Bldg",
+               "Building", "Studio", "Dept", "Lot", "Box", "#")
+# Continental layout: the street (one word ending in a street noun) before the number, then an
+# optional postcode and city: "Hauptstraße 5, 10115 Berlin", "Laura-Scheuermann-Allee 88". The
+# regex only finds "Word 12"; the street noun is checked with str.endswith (a suffix alternation
+# tried at every letter of every capitalised word cost more than all other address patterns).
+_CONTINENTAL = re.compile(
+    r"([A-ZÄÖÜ](?<![\w-].)[\w'.-]*+)[ \t]+\d{1,4}[a-z]?\b"
+    r"(?:,?[ \t]*\n?[ \t]*\d{4,5}[ \t]+[A-ZÄÖÜ][\w'-]+(?:[ \t](?:am|an|ob|der|die|dem|den|im|in|bei|vor|vorm|zum|zur)(?=[ \t](?:[A-ZÄÖÜ]|d[ei][emnr]?\b))|[ \t][A-ZÄÖÜ(][\w()'-]+){0,4})?"
+)
+_CAP_BEFORE = re.compile(r"(?<![\w-])([A-ZÄÖÜ][\w'-]+)[ \t]$")
+_CONTINENTAL_NOUNS = (
+    "straße", "strasse", "str.", "weg", "gasse", "allee", "platz", "ring", "damm", "ufer", "chaussee",
+    "pfad", "markt", "straat", "laan", "gracht", "plein", "kade", "steeg",
+)
+
+
+def _continental(text: str) -> Iterator[tuple[int, int]]:
+    for m in _CONTINENTAL.finditer(text):
+        if m.group(1).lower().endswith(_CONTINENTAL_NOUNS):
+            # a capitalised word before belongs to the street ("Hans Georg-Conradi-Allee 27")
+            before = _CAP_BEFORE.search(text, max(0, m.start() - 40), m.start())
+            yield (before.start(1) if before else m.start()), m.end()
+
+
+_PO_BOX = re.compile(
+    rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post[ \t]+Office[ \t]+Box)[ \t]+\d{{1,8}}(?:{_TAIL})?", re.IGNORECASE
+)
+# Faker-style US military addresses: "PSC 1234, Box 5678\nAPO AA 12345", "USNS Ship\nFPO AE 12345".
+_MILITARY = re.compile(
+    r"\b(?:(?:PSC|Unit|CMR)[ \t]+\d{1,5},?[ \t]+Box[ \t]+\d{1,5}|(?:USNS|USNV|USS|USCGC)[ \t]+[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)?)"
+    r"[ \t]*[,\n]?[ \t]*(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5}\b"
+)
+# Where the spelled and unit-first shapes can start (no word occurs inside another at a word start).
+_SPELLED_START = re.compile("|".join(_SPELLED_WORDS))
+_UNIT_START = re.compile("|".join(map(re.escape, _UNIT_WORDS)))
+_PO_BOX_STARTS = ("po", "p.", "p ", "p\t")  # lower case: "P.O. Box", "PO Box", "Post Office Box"
+_MILITARY_STARTS = ("PSC", "Unit", "CMR", "US")
+_POSTCODE_ALONE = re.compile(r"[A-Z](?<![\w-][A-Z])[A-Z]?\d[A-Z\d]?\s*\d[A-Z]{2}(?![\w-])")
+
+
+def find_addresses(text: str) -> Iterator[tuple[int, int, str]]:
+    """Address spans; two pieces separated only by a comma or spaces ("..., South Georgia" then
+    "L72 5PQ") are one address, so the separator is covered too."""
+    found = sorted(_pieces(text))
+    i = 0
+    while i < len(found):
+        s, e = found[i]
+        j = i + 1
+        while j < len(found) and found[j][0] <= e + 3 and not text[e : found[j][0]].strip(", \t\n"):
+            e = max(e, found[j][1])
+            j += 1
+        yield s, e, "ADDRESS"
+        i = j
+
+
+def _bounded(text: str, found: Iterator[re.Match[str]]) -> Iterator[tuple[int, int]]:
+    for m in found:
+        if m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_-"):
+            yield m.start(), m.end()
+
+
+def _pieces(text: str) -> Iterator[tuple[int, int]]:
+    for m in _ADDRESS.finditer(text):
+        yield m.start(), m.end()
+    # Literal-first shapes: the word boundary before them is checked here (a look-behind first
+    # would make re try every character).
+    yield from _bounded(text, matches_at(text, _ADDRESS_SPELLED, _SPELLED_START))
+    yield from _bounded(text, matches_at(text, _ADDRESS_UNIT_FIRST, _UNIT_START))
+    yield from _continental(text)
+    low = lower_same(text)
+    if low is None or "box" in low:
+        for m in _PO_BOX.finditer(text) if low is None else matches_at(text, _PO_BOX, _PO_BOX_STARTS, low):
+            yield m.start(), m.end()
+    if "PO " in text:
+        for m in matches_at(text, _MILITARY, _MILITARY_STARTS):
+            yield m.start(), m.end()
+    for m in _POSTCODE_ALONE.finditer(text):
+        # A lone UK postcode needs the space ("SW1A 1AA"): without it "A1B2CD" would be too eager.
+        if " " in m.group(0):
+            yield m.start(), m.end()

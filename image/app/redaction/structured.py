@@ -1,0 +1,394 @@
+r"""Structured PII: one compiled regex per entity, each confirmed by a validator.
+
+Linear time by construction: a match can only start at the beginning of a run (a negative
+look-behind on the character before it), so a long run is scanned once, not once per character;
+repeats are bounded or possessive; the one construct with an unbounded gap (PEM private key
+blocks) is searched from each BEGIN, not with a lazy regex.
+
+Speed: patterns start with a character class or a literal and check the character before it
+with a look-behind placed after it (`\d(?<![\w-]\d)`): re jumps to candidates for those, while a
+pattern starting with a look-behind is tried at every character. Cheap substring gates ("@",
+"://", key prefixes, birth words) skip whole passes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from . import validators as v
+from .addresses import find_addresses
+
+Finding = tuple[int, int, str]
+
+# ---------------------------------------------------------------------------------------- email
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9](?<![\w.%+-].)[\w.%+-]{0,63}+@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+
+
+def _emails(text: str) -> Iterator[Finding]:
+    return _anchored(text, "@", _LOCAL_CHARS, 64, _EMAIL, "EMAIL")
+
+
+def _anchored(text: str, anchor: str, back: frozenset[str], max_back: int, rx: re.Pattern[str], entity: str) -> Iterator[Finding]:
+    """Matches of rx that contain anchor ("@", "://"), found from each anchor (str.find runs in C)
+    instead of a regex pass over every character: walk back over the characters that can precede
+    it, then let the anchored regex confirm. This and the substring gates of the other finders are
+    where the MB/s budget is won."""
+    at = text.find(anchor)
+    while at != -1:
+        start = at
+        while start > 0 and at - start < max_back and text[start - 1] in back:
+            start -= 1
+        m = rx.match(text, start)
+        if m is not None and m.end() > at:
+            yield m.start(), m.end(), entity
+            at = text.find(anchor, m.end())
+        else:
+            at = text.find(anchor, at + len(anchor))
+
+
+# ---------------------------------------------------------------------------------------- phone
+# A prefix (+CC, 00CC, 011 CC), an optional (area) or (0), digit groups joined by one separator,
+# an optional extension. The digit count decides (see _phone_ok); the patterns only propose.
+# Three patterns by first character ("+", "(", digit) so that re can jump to candidates: a
+# pattern that starts with a look-behind is tried at every character of the text.
+_PHONE_GROUPS = r"(?:[\s.-]\d{1,8}){0,6}"
+_PHONE_END = r"(?P<ext>\s?(?:ext\.?|extension|x|\#)\s?\d{1,6})?(?![\w-]|[.:]\d)"
+_PHONES = (
+    re.compile(
+        rf"\+(?<![\w+/.:-]\+)\s?[1-9]\d{{0,2}}(?:[\s.-]?\(\d{{1,5}}\))?[\s.-]?\d{{1,12}}{_PHONE_GROUPS}{_PHONE_END}",
+        re.IGNORECASE,
+    ),
+    re.compile(rf"\((?<![\w+/.:-]\()\d{{1,5}}\)[\s.-]?\d{{1,12}}{_PHONE_GROUPS}{_PHONE_END}", re.IGNORECASE),
+    re.compile(
+        rf"\d(?<![\w+/.:-]\d)(?=(?:[\s().+-]{{0,3}}\d){{6}})\d{{0,11}}(?:[\s.-]?\(\d{{1,5}}\))?{_PHONE_GROUPS}{_PHONE_END}",
+        re.IGNORECASE,
+    ),
+)
+_DIGITS = re.compile(r"\D+")
+_INTL_PREFIX = re.compile(r"\+|00[1-9]|011")
+
+
+def _phone_ok(m: re.Match[str]) -> bool:
+    body = m.group(0)
+    if m.group("ext"):
+        body = body[: m.start("ext") - m.start()]
+    digits = _DIGITS.sub("", body)
+    if _INTL_PREFIX.match(body):
+        return 7 <= len(digits) <= 15
+    if "(" in body:
+        inner = body[body.index("(") + 1 : body.index(")")]
+        if inner == "0":  # +44(0)... without the +44 still reads as a UK number
+            return 10 <= len(digits) <= 12
+    has_sep = any(not c.isdigit() and c not in "()" for c in body.strip())
+    if len(digits) in (10, 11) and digits[0] == "0" and digits[1] != "0":
+        # National format with a trunk 0 (UK 020 7946 0958, DE 030 6999021); "00..." is an
+        # international prefix, handled above.
+        return True
+    if len(digits) == 10:
+        # Without a country code, insist on the NANP shape: keeps timestamps and ids out.
+        return v.nanp_ok(digits)
+    if len(digits) == 11 and digits[0] == "1":
+        return v.nanp_ok(digits[1:]) and has_sep
+    return False
+
+
+def _phones(text: str) -> Iterator[Finding]:
+    for rx in _PHONES:
+        for m in rx.finditer(text):
+            if _phone_ok(m) and not _ipv4_like(m.group(0)):
+                yield m.start(), m.end(), "PHONE"
+
+
+_IPV4_SHAPE = re.compile(r"\s*\d{1,3}(?:\.\d{1,3}){3}\s*")
+
+
+def _ipv4_like(s: str) -> bool:
+    return _IPV4_SHAPE.fullmatch(s) is not None
+
+
+# ----------------------------------------------------------------------------------------- card
+# A card has 12+ digits: the look-ahead (bounded: 11 steps) drops shorter runs inside re, not one
+# Python iteration per date or phone group; a run that passes it is consumed whole (possessive).
+_CARD = re.compile(r"\d(?<![\w.+-]\d)(?=(?:[ -]?\d){11})(?:[ -]?\d)*+")
+
+
+def _cards(text: str) -> Iterator[Finding]:
+    for m in _CARD.finditer(text):
+        run = m.group(0)
+        if (m.end() < len(text) and text[m.end()] in "-." and text[m.end() + 1 : m.end() + 2].isdigit()):
+            continue
+        yield from _cards_in_run(run, m.start())
+
+
+def _cards_in_run(run: str, offset: int) -> Iterator[Finding]:
+    """Card numbers inside one run of digits and single spaces/dashes.
+
+    A run can hold more than a card ("4111 1111 1111 1111 1234"), so windows of whole groups are
+    tried: one group of 12-19 digits, or 2-5 groups of 3+ digits each (4-4-4-4, 4-6-5, ...).
+    Groups of one or two digits never form a card, which keeps "1 2 3 4 ..." linear.
+    """
+    groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
+    i = 0
+    while i < len(groups):
+        ends: list[int] = []  # group indexes j where groups i..j hold 12-19 digits
+        n = 0
+        for j in range(i, min(i + 5, len(groups))):
+            gs, ge = groups[j]
+            if j > i and (ge - gs < 3 or groups[i][1] - groups[i][0] < 3):
+                break
+            n += ge - gs
+            if n > 19:
+                break
+            if n >= 12:
+                ends.append(j)
+        for j in reversed(ends):  # the longest valid window wins: 4-4-4-4 before its 4-4-4 prefix
+            if v.luhn_ok("".join(run[a:b] for a, b in groups[i : j + 1])):
+                yield offset + groups[i][0], offset + groups[j][1], "CREDIT_CARD"
+                i = j
+                break
+        i += 1
+
+
+_GROUP = re.compile(r"\d+")
+
+
+# ----------------------------------------------------------------------------------------- iban
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?:[ ]?[A-Z0-9]){11,30}+")
+
+
+def _ibans(text: str) -> Iterator[Finding]:
+    for m in _IBAN.finditer(text):
+        raw = m.group(0)
+        expected = v.IBAN_LENGTHS.get(raw[:2])
+        # Cut to the country's length, counted in characters other than spaces.
+        if expected is not None:
+            n = 0
+            for i, c in enumerate(raw):
+                if c != " ":
+                    n += 1
+                    if n == expected:
+                        raw = raw[: i + 1]
+                        break
+        if v.iban_ok(raw.replace(" ", "")):
+            yield m.start(), m.start() + len(raw), "IBAN"
+
+
+# ------------------------------------------------------------------------------------------ ssn
+_SSN = re.compile(r"(\d(?<![\w-]\d)\d{2})([- ])(\d{2})\2(\d{4})(?![\w-])")
+# Nine bare digits are only an SSN when the text says so just before.
+_SSN_BARE = re.compile(
+    r"(?i:\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?|ss\#)\b)[^\w\n]{0,6}(\d{3})(\d{2})(\d{4})(?!\w)"
+)
+
+
+_SSN_WORDS = ("ssn", "social", "ss#")  # where _SSN_BARE can start
+
+
+def _ssns(text: str) -> Iterator[Finding]:
+    for m in _SSN.finditer(text):
+        if v.ssn_ok(m.group(1), m.group(3), m.group(4)):
+            yield m.start(), m.end(), "US_SSN"
+    low = v.lower_same(text)
+    if low is None:
+        found = _SSN_BARE.finditer(text)
+    elif "ssn" not in low and "social" not in low and "ss#" not in low:
+        return
+    else:
+        found = v.matches_at(text, _SSN_BARE, _SSN_WORDS, low)
+    for m in found:
+        if v.ssn_ok(m.group(1), m.group(2), m.group(3)):
+            yield m.start(1), m.end(3), "US_SSN"
+
+
+# ------------------------------------------------------------------------------------------- ip
+_IPV4 = re.compile(r"(\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3})(?![\w]|\.\d)")
+_VERSION_BEFORE = re.compile(r"(?i)\b(?:version|release|v|build)\s*$")
+_IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.].)[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f]{0,4}:){1,6}+(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+
+
+def _ips(text: str) -> Iterator[Finding]:
+    for m in _IPV4.finditer(text):
+        # "version 1.2.3.4" / "v1.2.3.4" is a version, not an address; a bare 1.2.3.4 is an address.
+        if v.ipv4_ok(m.group(1)) and not _VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
+            yield m.start(), m.end(), "IP_ADDRESS"
+    if "::" not in text and text.count(":") < 7:
+        return
+    for m in _IPV6.finditer(text):
+        cand = m.group(0)
+        core = cand.split("%", 1)[0]
+        groups = [g for g in core.split(":") if g]
+        # "a::b" and "::1" are valid addresses but read as code or loopback: ask for 2+ groups and
+        # 4+ hex digits before calling it an address.
+        if len(groups) >= 2 and sum(map(len, groups)) >= 4 and v.ipv6_ok(core):
+            yield m.start(), m.end(), "IP_ADDRESS"
+
+
+# ------------------------------------------------------------------------------------------ mac
+_MAC = re.compile(
+    r"[0-9A-Fa-f](?<![\w:.-].)(?:[0-9A-Fa-f]([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}"
+    r"|[0-9A-Fa-f]{3}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:-]|\.[0-9A-Fa-f])"
+)
+
+
+def _macs(text: str) -> Iterator[Finding]:
+    if text.count(":") < 5 and text.count("-") < 5 and text.count(".") < 2:
+        return
+    for m in _MAC.finditer(text):
+        yield m.start(), m.end(), "MAC_ADDRESS"
+
+
+# -------------------------------------------------------------------------------- date of birth
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)
+_DATE = (
+    r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}"
+    r"|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})"
+    rf"|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}"
+    rf"|{_MONTH}\s+\d{{4}})"
+)
+_DOB = re.compile(
+    r"(?i:\b(?:born|d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|birthday|geboren|n[ée]e?\s+le)\b)"
+    r"(?=[^\n\d]{0,40}\d)[^\n\d]{0,24}?"
+    rf"(?-i:(?i:{_DATE}))(?!\d)",
+)
+_DOB_DATE = re.compile(_DATE, re.IGNORECASE)
+_DOB_KEYS = ("born", "dob", "d.o.b", "birth", "geboren", "né")
+_DOB_STARTS = ("born", "do", "d.o", "date", "birth", "geboren", "ne", "né")  # where _DOB can start
+
+
+def _dobs(text: str) -> Iterator[Finding]:
+    low = v.lower_same(text)
+    if low is None:
+        found = _DOB.finditer(text)
+    elif not any(k in low for k in _DOB_KEYS):
+        return
+    else:
+        found = v.matches_at(text, _DOB, _DOB_STARTS, low)
+    for m in found:
+        # The span is the date only: "born on" stays readable for the model.
+        d = _DOB_DATE.search(text, m.start(), m.end())
+        if d is not None:
+            yield d.start(), m.end(), "DATE_OF_BIRTH"
+
+
+# ------------------------------------------------------------------------------ url credentials
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_URL_CRED = re.compile(
+    r"[A-Za-z](?<![A-Za-z0-9+.-].)[A-Za-z0-9+.-]{0,31}+://[^\s/:@?#]{1,256}+:[^\s/@]{1,256}+@[^\s/?#\"'<>]{1,256}+"
+)
+
+
+def _url_creds(text: str) -> Iterator[Finding]:
+    return _anchored(text, "://", _SCHEME_CHARS, 32, _URL_CRED, "URL_CREDENTIALS")
+
+
+# --------------------------------------------------------------------------------------- secret
+_KNOWN_KEYS = re.compile(
+    r"(?<![\w-])(?:"
+    r"sk-(?:proj-|ant-(?:api\d\d-)?|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"
+    r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|github_pat_[A-Za-z0-9_]{22,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}"
+    r"|AIza[0-9A-Za-z_-]{35}"
+    r"|hf_[A-Za-z0-9]{30,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}"
+    r"|npm_[A-Za-z0-9]{36}"
+    r"|pypi-AgE[A-Za-z0-9_-]{50,}"
+    r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
+    r"|nvapi-[A-Za-z0-9_-]{30,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r")(?![\w-])"
+)
+# key = value / "token": "value" -- the value is a secret whatever its shape (a password).
+_ASSIGNED = re.compile(
+    r"(?i:\b(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token"
+    r"|password|passwd|pwd|client[_-]?secret|private[_-]?key|bearer))"
+    r"[\"']?(?:\s*[:=]\s*|\s+)[\"']?([^\s\"',;]{8,200}+)"
+)
+_KEY_PREFIXES = (
+    "sk-", "sk_", "rk_", "pk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AKIA", "ASIA", "AGPA", "AIDA", "AROA",
+    "AIza", "hf_", "glpat-", "npm_", "pypi-", "SG.", "nvapi-", "eyJ",
+)
+_ASSIGNED_KEYS = ("key", "secret", "token", "pass", "pwd", "bearer")
+# where _ASSIGNED can start (api_key, apikey, access_token, auth_token, client_secret, private_key...)
+_ASSIGNED_STARTS = ("api", "secret", "access", "auth", "token", "pass", "pwd", "client", "private", "bearer")
+_TOKEN = re.compile(r"[A-Za-z0-9_+/=-](?<![\w+/=-].)[A-Za-z0-9_+/=-]{23,511}+(?![\w+/=-])")
+_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+_PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s:,.-]*+")
+
+
+def _secrets(text: str) -> Iterator[Finding]:
+    for m in v.matches_at(text, _KNOWN_KEYS, _KEY_PREFIXES):
+        yield m.start(), m.end(), "SECRET"
+    low = v.lower_same(text)
+    if low is None:
+        yield from _assigned(text, _ASSIGNED.finditer(text))
+    elif any(k in low for k in _ASSIGNED_KEYS):
+        yield from _assigned(text, v.matches_at(text, _ASSIGNED, _ASSIGNED_STARTS, low))
+    for m in _TOKEN.finditer(text):
+        if v.looks_random(m.group(0)):
+            yield m.start(), m.end(), "SECRET"
+    if "PRIVATE KEY" in text:
+        yield from _pem_blocks(text)
+
+
+def _assigned(text: str, found: Iterator[re.Match[str]]) -> Iterator[Finding]:
+    for m in found:
+        val = m.group(1)
+        # "password: required" is prose; a secret value has a digit, a symbol or mixed case.
+        if not val.isalpha() or (not val.islower() and not val.isupper() and not val.istitle()):
+            yield m.start(1), m.end(1), "SECRET"
+
+
+def _pem_blocks(text: str) -> Iterator[Finding]:
+    pos = 0
+    while True:
+        b = _PEM_BEGIN.search(text, pos)
+        if b is None:
+            return
+        e = _PEM_END.search(text, b.end())
+        if e is not None and _PEM_BODY.match(text, b.end()).end() >= e.start():
+            end = e.end()
+        else:
+            # A truncated key (no END) is still a key: cover its base64 body (fail closed).
+            end = _PEM_BODY.match(text, b.end()).end()
+            while end > b.end() and text[end - 1].isspace():
+                end -= 1
+        yield b.start(), end, "SECRET"
+        pos = end
+
+
+# ----------------------------------------------------------------------------------------------
+FINDERS: dict[str, Callable[[str], Iterator[Finding]]] = {
+    "EMAIL": _emails,
+    "PHONE": _phones,
+    "CREDIT_CARD": _cards,
+    "IBAN": _ibans,
+    "US_SSN": _ssns,
+    "IP_ADDRESS": _ips,
+    "MAC_ADDRESS": _macs,
+    "DATE_OF_BIRTH": _dobs,
+    "URL_CREDENTIALS": _url_creds,
+    "SECRET": _secrets,
+    "ADDRESS": find_addresses,
+}
+
+
+def find_structured(text: str, entities: frozenset[str]) -> list[Finding]:
+    """Every candidate finding of the selected structured entities (overlaps not yet resolved)."""
+    out: list[Finding] = []
+    for name, finder in FINDERS.items():
+        if name in entities:
+            out.extend(finder(text))
+    return out

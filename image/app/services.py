@@ -1,0 +1,280 @@
+"""Side services (spark_embed, Whisper, a diarizer, NIMs, a user's own): start, stop, restart, logs, status.
+
+The truth is on the nodes: every service container carries `spark-control.service*` labels
+(app/service_containers.py), so the state shown is what `docker ps` says now plus whether the
+service's health path answers:
+
+    running   the container runs and `health_path` answers 200
+    starting  the container runs, not healthy yet, within `start_timeout_s` of its start
+    failed    it exited non-zero, or runs but is still not healthy after `start_timeout_s`
+    stopped   no container (or it exited with 0)
+
+`app.state.services.endpoints(kind)` is what the audio gateway (and deep health) use to find
+running, healthy services of a kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app import nim, service_containers as sc, shellsafe
+from app.errors import Conflict, InvalidInput, NotFound, SparkControlError
+from app.launch import endpoint_url
+from app.model_containers import logs_command, remove_if_stopped_command, stop_command
+from app.service_schema import ServiceEntry
+from app.services_catalog import ServicesCatalog
+from app.ssh import NodePool
+
+log = logging.getLogger(__name__)
+
+_SCAN_TTL_S = 2.0        # endpoints() is called per gateway request: one `docker ps` per node per TTL
+_HEALTH_TIMEOUT_S = 3.0
+_STOP_TIMEOUT_S = 10
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    """A running, healthy service, for the gateways: POST to base_url + the OpenAI path."""
+
+    name: str
+    kind: str
+    node: str
+    base_url: str  # http://<node host>:<port>
+    model: str     # the `model` to send (served_model_name, else the service name)
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    status_code: int | None
+    latency_ms: float | None
+    detail: str
+
+
+async def probe_health(http: httpx.AsyncClient, url: str, timeout: float = _HEALTH_TIMEOUT_S) -> Health:
+    """GET url: ok on 200, with the round trip in ms."""
+    started = time.monotonic()
+    try:
+        response = await http.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return Health(False, None, None, f"no answer from {url}: {type(exc).__name__}")
+    latency = round((time.monotonic() - started) * 1000, 2)
+    detail = "healthy" if response.status_code == 200 else f"{url} answered {response.status_code}"
+    return Health(response.status_code == 200, response.status_code, latency, detail)
+
+
+class ServiceManager:
+    """Owns the services catalog's containers on the nodes. Lives in the app's lifespan."""
+
+    def __init__(self, pool: NodePool, catalog: ServicesCatalog, http: httpx.AsyncClient, settings) -> None:
+        self.pool = pool
+        self.catalog = catalog
+        self.http = http
+        self.settings = settings
+        self._scan: tuple[float, list[sc.ServiceContainer]] | None = None
+        self._busy: set[str] = set()
+
+    # ------------------------------------------------------------------ reading the nodes
+
+    async def containers(self, *, fresh: bool = False) -> list[sc.ServiceContainer]:
+        """Every service container on every reachable node (a node that does not answer is skipped)."""
+        if not fresh and self._scan and time.monotonic() - self._scan[0] < _SCAN_TTL_S:
+            return self._scan[1]
+
+        async def on(node: str) -> list[sc.ServiceContainer]:
+            try:
+                result = await self.pool.run(node, sc.list_command(), timeout=10, check=False)
+            except SparkControlError as exc:
+                log.info("services: %s did not answer docker ps: %s", node, exc.message)
+                return []
+            return sc.parse_list(node, result.stdout)
+
+        found = [c for per_node in await asyncio.gather(*map(on, self.pool.nodes)) for c in per_node]
+        self._scan = (time.monotonic(), found)
+        return found
+
+    def base_url(self, node: str, port: int) -> str:
+        return endpoint_url(self.pool.get(node).config, port)
+
+    async def status(self, entry: ServiceEntry, containers: list[sc.ServiceContainer]) -> dict[str, Any]:
+        """One entry with its live state (see the module docstring)."""
+        mine = [c for c in containers if c.service == entry.name]
+        container = next((c for c in mine if c.state == "running"), mine[0] if mine else None)
+        out: dict[str, Any] = {**entry.summary(), "state": "stopped", "running_on": None, "url": None,
+                               "container": None, "health": None, "detail": ""}
+        if container is None:
+            return out
+        url = self.base_url(container.node, container.port or entry.port)
+        out.update(running_on=container.node, url=url, container=container.name)
+        if container.state != "running":
+            code = container.exit_code
+            out["state"] = "stopped" if code == 0 else "failed"
+            out["detail"] = f"container {container.status or container.state}; see its logs"
+            return out
+        health = await probe_health(self.http, url + entry.health)
+        out["health"] = asdict(health)
+        age = time.time() - container.started if container.started else 0.0
+        if health.ok:
+            out["state"], out["detail"] = "running", "healthy"
+        elif age <= entry.start_timeout_s:
+            out["state"] = "starting"
+            out["detail"] = f"up {age:.0f} s, waiting for {entry.health}: {health.detail}"
+        else:
+            out["state"] = "failed"
+            out["detail"] = (f"running for {age:.0f} s but {entry.health} still does not answer 200 "
+                             f"(start_timeout_s {entry.start_timeout_s:g}): {health.detail}")
+        return out
+
+    async def statuses(self, kind: str | None = None) -> list[dict[str, Any]]:
+        containers = await self.containers(fresh=True)
+        entries = self.catalog.entries(kind)
+        return list(await asyncio.gather(*(self.status(e, containers) for e in entries)))
+
+    async def get(self, name: str) -> dict[str, Any]:
+        return await self.status(self._entry(name), await self.containers(fresh=True))
+
+    async def endpoints(self, kind: str) -> list[ServiceEndpoint]:
+        """Running services of `kind` whose health path answers, for the gateways."""
+        containers = await self.containers()
+        candidates = [ServiceEndpoint(entry.name, entry.kind, c.node, self.base_url(c.node, c.port or entry.port),
+                                      entry.model_name)
+                      for entry in self.catalog.entries(kind) for c in containers
+                      if c.service == entry.name and c.state == "running"]
+        paths = {entry.name: entry.health for entry in self.catalog.entries(kind)}
+        healths = await asyncio.gather(*(probe_health(self.http, e.base_url + paths[e.name]) for e in candidates))
+        return [endpoint for endpoint, health in zip(candidates, healths) if health.ok]
+
+    # ------------------------------------------------------------------ operations
+
+    def _entry(self, name: str, kind: str | None = None) -> ServiceEntry:
+        shellsafe.validate_service_name(name, field="service")
+        entry = self.catalog.get(name)
+        if kind == "nim" and entry.kind != "nim":
+            raise InvalidInput(f"service {name!r} is not a NIM (kind {entry.kind}); use /api/services/{name}",
+                               field="service")
+        return entry
+
+    async def start(self, name: str, node: str | None = None, *, kind: str | None = None) -> dict[str, Any]:
+        entry = self._entry(name, kind)
+        node = node or entry.node
+        shellsafe.validate_service_name(node, field="node")
+        self.pool.get(node)  # NotFound names the configured nodes
+        with self._claim(name):
+            running = [c for c in await self.containers(fresh=True) if c.service == name and c.state == "running"]
+            if running:
+                raise Conflict(f"service {name!r} is already running on {running[0].node}; stop or restart it")
+            await self.pool.run(node, remove_if_stopped_command(sc.container_name(name)), timeout=30, check=False)
+            await self._run_container(entry, node)
+            self._scan = None
+        return await self.get(name)
+
+    async def _run_container(self, entry: ServiceEntry, node: str) -> None:
+        if entry.kind == "nim":
+            key = nim.key_input(self.settings)  # 400 before anything runs when no key is configured
+            command = nim.login_and_run_command(sc.shell_command(sc.run_argv(entry, secret_env=(nim.KEY_ENV,))))
+            result = await self.pool.run(node, command, timeout=600, check=False, input=key)
+        else:
+            result = await self.pool.run(node, sc.shell_command(sc.run_argv(entry)), timeout=600, check=False)
+        if result.exit_status != 0:
+            output = nim.scrub((result.stderr or result.stdout).strip(), self.settings)
+            raise SparkControlError(f"{node}: could not start service {entry.name!r} (exit {result.exit_status}): "
+                                    f"{output[-800:] or 'no output'}")
+        log.info("services: started %s on %s", entry.name, node)
+
+    async def stop(self, name: str, *, kind: str | None = None) -> dict[str, Any]:
+        entry = self._entry(name, kind)
+        with self._claim(name):
+            mine = [c for c in await self.containers(fresh=True) if c.service == entry.name]
+            if not mine:
+                raise NotFound(f"service {name!r} is not running on any node; nothing to stop", field="service")
+            for c in mine:
+                await self.pool.run(c.node, stop_command(c.name, _STOP_TIMEOUT_S), timeout=_STOP_TIMEOUT_S + 30)
+            self._scan = None
+        log.info("services: stopped %s", name)
+        return await self.get(name)
+
+    async def restart(self, name: str, node: str | None = None) -> dict[str, Any]:
+        entry = self._entry(name)
+        mine = [c for c in await self.containers(fresh=True) if c.service == entry.name]
+        if mine:
+            await self.stop(name)
+        return await self.start(name, node or (mine[0].node if mine else None))
+
+    async def logs(self, name: str, *, tail: int, follow: bool) -> tuple[str, str]:
+        """(node, command) that prints the service container's logs."""
+        entry = self._entry(name)
+        mine = [c for c in await self.containers(fresh=True) if c.service == entry.name]
+        if not mine:
+            raise NotFound(f"service {name!r} has no container on any node, so it has no logs", field="service")
+        running = next((c for c in mine if c.state == "running"), mine[0])
+        return running.node, logs_command(running.name, tail=tail, follow=follow)
+
+    @contextmanager
+    def _claim(self, name: str) -> Iterator[None]:
+        """One start/stop per service at a time: a second one is a 409, never a race on the node."""
+        if name in self._busy:
+            raise Conflict(f"service {name!r} is being started or stopped; try again in a moment")
+        self._busy.add(name)
+        try:
+            yield
+        finally:
+            self._busy.discard(name)
+
+
+# Request bodies at module scope: inside build_router() FastAPI would answer 422 silently.
+class ServiceStartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node: str | None = Field(None, description="the node to run on; default: the entry's `node`")
+
+
+def _manager(request: Request) -> ServiceManager:
+    return request.app.state.services
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["services"])
+
+    @router.get("/api/services", summary="The services catalog with each service's live state, node, URL and health")
+    async def list_services(request: Request) -> dict[str, Any]:
+        manager = _manager(request)
+        return {"services": await manager.statuses(), "sources": list(manager.catalog.sources)}
+
+    @router.get("/api/services/{name}", summary="One service's live state")
+    async def get_service(request: Request, name: str) -> dict[str, Any]:
+        return await _manager(request).get(name)
+
+    @router.post("/api/services/{name}/start", status_code=202,
+                 summary="Start a service on its node (or `node`); answers once the container runs")
+    async def start(request: Request, name: str, body: ServiceStartRequest | None = None) -> dict[str, Any]:
+        return await _manager(request).start(name, (body or ServiceStartRequest()).node)
+
+    @router.post("/api/services/{name}/stop", summary="Stop a service and remove its container")
+    async def stop(request: Request, name: str) -> dict[str, Any]:
+        return await _manager(request).stop(name)
+
+    @router.post("/api/services/{name}/restart", status_code=202,
+                 summary="Stop the service (if it runs) and start it again on the same node (or `node`)")
+    async def restart(request: Request, name: str, body: ServiceStartRequest | None = None) -> dict[str, Any]:
+        return await _manager(request).restart(name, (body or ServiceStartRequest()).node)
+
+    @router.get("/api/services/{name}/logs", summary="A service container's logs (follow=true streams them)")
+    async def logs(request: Request, name: str, follow: bool = False,
+                   tail: int = Query(200, ge=0, le=10000)) -> StreamingResponse:
+        manager = _manager(request)
+        node, command = await manager.logs(name, tail=tail, follow=follow)
+        return StreamingResponse(manager.pool.get(node).stream(command), media_type="text/plain; charset=utf-8",
+                                 headers=_SSE_HEADERS)
+
+    return router
