@@ -183,7 +183,7 @@ def test_check_now_from_the_keyboard(open_dashboard):
     page, problems = open_dashboard(width=1280)
     expect(conn_row(page, "spark1").locator(".pill")).to_have_text("up")
     checks_before = int(conn_row(page, "spark1").locator('[data-cell="checks"]').inner_text().split(" / ")[0])
-    button = page.get_by_role("button", name="Check now")
+    button = page.get_by_role("button", name="Check now", exact=True)
     button.focus()
     page.keyboard.press("Enter")
     result = page.locator('#connectivity [data-slot="result"]')
@@ -198,7 +198,7 @@ def test_check_now_from_the_keyboard(open_dashboard):
 def test_check_now_shows_a_readable_error(open_dashboard):
     page, _ = open_dashboard(width=1280)
     expect(conn_row(page, "spark1").locator(".pill")).to_have_text("up")
-    button = page.get_by_role("button", name="Check now")
+    button = page.get_by_role("button", name="Check now", exact=True)
     # The app's own error shape: its message, word for word.
     page.route("**/api/connectivity/check", lambda route: route.fulfill(
         status=409, json={"error": {"message": "a check is already running", "type": "Conflict"}}))
@@ -240,7 +240,7 @@ def test_phone_width_has_no_horizontal_overflow(sim_cluster, open_dashboard):
     scroll_width, inner_width = no_horizontal_overflow(page)
     assert scroll_width <= inner_width, f"page is {scroll_width}px wide in a {inner_width}px viewport"
     # The Check now button is reachable and big enough to tap.
-    box = page.get_by_role("button", name="Check now").bounding_box()
+    box = page.get_by_role("button", name="Check now", exact=True).bounding_box()
     assert box is not None and box["height"] >= 36 and box["x"] >= 0 and box["x"] + box["width"] <= inner_width
     assert problems.items == [], problems.items
     screenshot(page, "dashboard-phone.png")

@@ -77,7 +77,7 @@ export async function apiStream(path, { signal } = {}) {
  * @param {string} text
  * @returns {any}  the parsed body, or null when empty or not JSON
  */
-function parseJson(text) {
+export function parseJson(text) {
   try {
     return text ? JSON.parse(text) : null;
   } catch {
@@ -86,12 +86,12 @@ function parseJson(text) {
 }
 
 /**
- * The readable message in an error body, whatever its shape.
+ * The readable message in an error body, whatever its shape (also for XMLHttpRequest answers).
  * @param {any} data  the parsed body, or null
- * @param {Response} response
+ * @param {{status: number, statusText: string}} response
  * @returns {string}
  */
-function errorMessage(data, response) {
+export function errorMessage(data, response) {
   const message = data?.error?.message;
   if (typeof message === "string" && message) return message;
   const detail = data?.detail;
