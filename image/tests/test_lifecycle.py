@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import openai
@@ -288,10 +289,12 @@ def test_a_swap_interrupted_by_its_node_dying_ends_failed_with_the_reason(app, s
     assert model_state(app, "qwen3-4b")["state"] == "stopped", "the outgoing model had already gone"
     assert app.get("/api/models").json()["busy"] == {}, "no node is left claimed by the broken swap"
     sim_cluster.node("spark1").revive()
-    # Once the monitor sees the node back (SSH backs off up to 8 s), it takes a new launch.
-    wait_until(lambda: app.get("/api/connectivity").json()["nodes"]["spark1"]["state"] == "up", 20,
-               message="spark1 back")
-    assert app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"}).status_code == 202
+    revived_at = time.time()
+    # Once a probe after the revival answers (SSH backs off up to 8 s), the node takes a new launch.
+    wait_until(lambda: (n := app.get("/api/connectivity").json()["nodes"]["spark1"])["state"] == "up"
+               and n["last_check"] > revived_at, 20, message="spark1 answering again")
+    relaunch = app.post("/api/models/qwen3-4b/launch", json={"placement": "spark1"})
+    assert relaunch.status_code == 202, relaunch.text
     wait_for_state(app, "qwen3-4b", "ready")
 
 

@@ -98,17 +98,18 @@ class RawStreamClient:
     """One keep-alive HTTP/1.1 connection on asyncio streams: httpx's pool spends most of a
     core serving hundreds of concurrent streams, so a load test driving it measures httpx."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/v1/chat/completions", body: dict | None = None) -> None:
         self.port = port
-        self.body = json.dumps(chat_body(True)).encode()
+        self.path = path.encode()
+        self.body = json.dumps(body or chat_body(True)).encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def stream(self) -> tuple[list[str], list[dict]]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json"
-                          b"\r\ncontent-length: %d\r\n\r\n%s" % (len(self.body), self.body))
+        self.writer.write(b"POST %s HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json"
+                          b"\r\ncontent-length: %d\r\n\r\n%s" % (self.path, len(self.body), self.body))
         head = await self.reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
         text = b""
@@ -134,7 +135,16 @@ class RawStreamClient:
             self.writer.close()
 
 
-def test_256_streams_for_a_minute_no_error_and_flat_memory(tmp_path, processes):
+# A conversation with personal data: through the redaction gateway, every request is detected
+# (names by NER), pseudonymized into the map DB and restored on the way back.
+PII_CHAT = {"model": "load-model", "stream": True, "messages": [
+    {"role": "system", "content": "You help Ada Lovelace with her mail."},
+    {"role": "user", "content": "Write to charles.babbage@example.com and call +44 20 7946 0958 for Ada Lovelace."}]}
+
+
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", None), ("/redact/v1/chat/completions", PII_CHAT)],
+                         ids=["llm-proxy", "redaction-gateway"])
+def test_256_streams_for_a_minute_no_error_and_flat_memory(tmp_path, processes, path, body):
     upstream = Upstream(TOKENS, pace_s=0.1)
     processes.append(upstream)
     gateway = Gateway(tmp_path, {"load-model": [upstream.url]}).wait_ready()
@@ -145,7 +155,7 @@ def test_256_streams_for_a_minute_no_error_and_flat_memory(tmp_path, processes):
 
     async def client_loop(ends_at: float) -> None:
         nonlocal completed
-        client = RawStreamClient(gateway.port)
+        client = RawStreamClient(gateway.port, path, body)
         try:
             while time.monotonic() < ends_at:
                 try:
@@ -157,7 +167,7 @@ def test_256_streams_for_a_minute_no_error_and_flat_memory(tmp_path, processes):
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                     failures.append(f"{type(exc).__name__}: {exc}")
                     client.close()
-                    client = RawStreamClient(gateway.port)
+                    client = RawStreamClient(gateway.port, path, body)
         finally:
             client.close()
 
@@ -175,7 +185,7 @@ def test_256_streams_for_a_minute_no_error_and_flat_memory(tmp_path, processes):
     elapsed = asyncio.run(run())
     warm = [mb for t, mb in memory if t >= LOAD_SECONDS / 3]
     growth = max(warm) - min(warm)
-    print(f"\n{STREAMS} concurrent streams for {elapsed:.0f} s: {completed} streams completed "
+    print(f"\n{path}: {STREAMS} concurrent streams for {elapsed:.0f} s: {completed} streams completed "
           f"({completed * TOKENS} tokens, {completed / elapsed:.0f} streams/s), {len(failures)} failed; "
           f"gateway RSS {memory[0][1]:.0f} MB at start, {min(warm):.0f}-{max(warm):.0f} MB after warm-up "
           f"(growth {growth:.1f} MB)")
