@@ -38,7 +38,10 @@ def main() -> int:
         cluster.start()
         for n in cluster.nodes:
             print(f"  {n.name}: simulated DGX Spark at {n.user}@{n.address}:{n.port} (real sshd)")
-        env = {**os.environ, **cluster.app_env(), "DATA_DIR": str(data_dir), "BIND_PORT": port}
+        # A placeholder NGC key, so "Launch" on a NIM works against the simulated nodes (they
+        # accept any key); a real one in the environment is used as it is.
+        env = {"NGC_API_KEY": "nvapi-demo-placeholder", **os.environ, **cluster.app_env(),
+               "DATA_DIR": str(data_dir), "BIND_PORT": port}
         app = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.server:app", "--host", "127.0.0.1",
                                 "--port", port, "--timeout-graceful-shutdown", "3"], cwd=IMAGE_DIR, env=env)
         for _ in range(100):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .validators import lower_same, matches_at
+from .validators import digit_run_starts, lower_same, matches_at, matches_at_lower, matches_from
 
 # USPS Publication 28, appendix C1 (street suffixes), plus the common abbreviations and the
 # British ones (Close, Mews, Gardens...). Matched case-insensitively, "." optional.
@@ -150,10 +150,13 @@ _MILITARY_STARTS = ("PSC", "Unit", "CMR", "US")
 _POSTCODE_ALONE = re.compile(r"[A-Z](?<![\w-][A-Z])[A-Z]?\d[A-Z\d]?\s*\d[A-Z]{2}(?![\w-])")
 
 
-def find_addresses(text: str) -> Iterator[tuple[int, int, str]]:
+def find_addresses(text: str, low: str | None = None, digits: list[int] | None = None) -> Iterator[tuple[int, int, str]]:
     """Address spans; two pieces separated only by a comma or spaces ("..., South Georgia" then
-    "L72 5PQ") are one address, so the separator is covered too."""
-    found = sorted(_pieces(text))
+    "L72 5PQ") are one address, so the separator is covered too. `low` (lower_same(text)) and
+    `digits` (digit_run_starts(text)) are computed here when the caller has not already."""
+    if digits is None:
+        digits = digit_run_starts(text)
+    found = sorted(_pieces(text, lower_same(text) if low is None else low, digits))
     i = 0
     while i < len(found):
         s, e = found[i]
@@ -171,17 +174,16 @@ def _bounded(text: str, found: Iterator[re.Match[str]]) -> Iterator[tuple[int, i
             yield m.start(), m.end()
 
 
-def _pieces(text: str) -> Iterator[tuple[int, int]]:
-    for m in _ADDRESS.finditer(text):
+def _pieces(text: str, low: str | None, digits: list[int]) -> Iterator[tuple[int, int]]:
+    for m in matches_from(text, _ADDRESS, digits):
         yield m.start(), m.end()
     # Literal-first shapes: the word boundary before them is checked here (a look-behind first
     # would make re try every character).
     yield from _bounded(text, matches_at(text, _ADDRESS_SPELLED, _SPELLED_START))
     yield from _bounded(text, matches_at(text, _ADDRESS_UNIT_FIRST, _UNIT_START))
     yield from _continental(text)
-    low = lower_same(text)
     if low is None or "box" in low:
-        for m in _PO_BOX.finditer(text) if low is None else matches_at(text, _PO_BOX, _PO_BOX_STARTS, low):
+        for m in matches_at_lower(text, low, _PO_BOX, _PO_BOX_STARTS):
             yield m.start(), m.end()
     if "PO " in text:
         for m in matches_at(text, _MILITARY, _MILITARY_STARTS):

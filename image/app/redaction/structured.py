@@ -8,18 +8,32 @@ blocks) is searched from each BEGIN, not with a lazy regex.
 Speed: patterns start with a character class or a literal and check the character before it
 with a look-behind placed after it (`\d(?<![\w-]\d)`): re jumps to candidates for those, while a
 pattern starting with a look-behind is tried at every character. Cheap substring gates ("@",
-"://", key prefixes, birth words) skip whole passes.
+"://", key prefixes, birth words) skip whole passes. Patterns that still have no cheap first
+character are only tried where they can start (validators.matches_at/matches_from): where a
+keyword is (str.find: "ssn", "born", "api", key prefixes...), after an IPv6 colon hint, or at the
+digit-run starts found once per text (Text.digits) for the five digit-first patterns.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from . import validators as v
 from .addresses import find_addresses
 
 Finding = tuple[int, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """One text and what several finders read from it, computed once per text: its lower-case
+    copy (None when lowering would shift offsets) and where its digit runs start."""
+
+    text: str
+    low: str | None
+    digits: list[int]
 
 # ---------------------------------------------------------------------------------------- email
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
@@ -29,8 +43,8 @@ _EMAIL = re.compile(
 )
 
 
-def _emails(text: str) -> Iterator[Finding]:
-    return _anchored(text, "@", _LOCAL_CHARS, 64, _EMAIL, "EMAIL")
+def _emails(t: Text) -> Iterator[Finding]:
+    return _anchored(t.text, "@", _LOCAL_CHARS, 64, _EMAIL, "EMAIL")
 
 
 def _anchored(text: str, anchor: str, back: frozenset[str], max_back: int, rx: re.Pattern[str], entity: str) -> Iterator[Finding]:
@@ -97,9 +111,10 @@ def _phone_ok(m: re.Match[str]) -> bool:
     return False
 
 
-def _phones(text: str) -> Iterator[Finding]:
-    for rx in _PHONES:
-        for m in rx.finditer(text):
+def _phones(t: Text) -> Iterator[Finding]:
+    text = t.text
+    for found in (_PHONES[0].finditer(text), _PHONES[1].finditer(text), v.matches_from(text, _PHONES[2], t.digits)):
+        for m in found:
             if _phone_ok(m) and not _ipv4_like(m.group(0)):
                 yield m.start(), m.end(), "PHONE"
 
@@ -117,12 +132,13 @@ def _ipv4_like(s: str) -> bool:
 _CARD = re.compile(r"\d(?<![\w.+-]\d)(?=(?:[ -]?\d){11})(?:[ -]?\d)*+")
 
 
-def _cards(text: str) -> Iterator[Finding]:
-    for m in _CARD.finditer(text):
-        run = m.group(0)
-        if (m.end() < len(text) and text[m.end()] in "-." and text[m.end() + 1 : m.end() + 2].isdigit()):
-            continue
-        yield from _cards_in_run(run, m.start())
+def _cards(t: Text) -> Iterator[Finding]:
+    text = t.text
+    for m in v.matches_from(text, _CARD, t.digits):
+        end = m.end()
+        if end < len(text) and text[end] in "-." and text[end + 1 : end + 2].isdigit():
+            continue  # part of a longer dotted/dashed number (a version, an id)
+        yield from _cards_in_run(m.group(0), m.start())
 
 
 def _cards_in_run(run: str, offset: int) -> Iterator[Finding]:
@@ -161,7 +177,8 @@ _GROUP = re.compile(r"\d+")
 _IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?:[ ]?[A-Z0-9]){11,30}+")
 
 
-def _ibans(text: str) -> Iterator[Finding]:
+def _ibans(t: Text) -> Iterator[Finding]:
+    text = t.text
     for m in _IBAN.finditer(text):
         raw = m.group(0)
         expected = v.IBAN_LENGTHS.get(raw[:2])
@@ -189,18 +206,14 @@ _SSN_BARE = re.compile(
 _SSN_WORDS = ("ssn", "social", "ss#")  # where _SSN_BARE can start
 
 
-def _ssns(text: str) -> Iterator[Finding]:
-    for m in _SSN.finditer(text):
+def _ssns(t: Text) -> Iterator[Finding]:
+    text = t.text
+    for m in v.matches_from(text, _SSN, t.digits):
         if v.ssn_ok(m.group(1), m.group(3), m.group(4)):
             yield m.start(), m.end(), "US_SSN"
-    low = v.lower_same(text)
-    if low is None:
-        found = _SSN_BARE.finditer(text)
-    elif "ssn" not in low and "social" not in low and "ss#" not in low:
+    if t.low is not None and not any(w in t.low for w in _SSN_WORDS):
         return
-    else:
-        found = v.matches_at(text, _SSN_BARE, _SSN_WORDS, low)
-    for m in found:
+    for m in v.matches_at_lower(text, t.low, _SSN_BARE, _SSN_WORDS):
         if v.ssn_ok(m.group(1), m.group(2), m.group(3)):
             yield m.start(1), m.end(3), "US_SSN"
 
@@ -211,14 +224,31 @@ _VERSION_BEFORE = re.compile(r"(?i)\b(?:version|release|v|build)\s*$")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.].)[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f]{0,4}:){1,6}+(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
 
-def _ips(text: str) -> Iterator[Finding]:
-    for m in _IPV4.finditer(text):
+# Every _IPV6 match holds ":", up to 4 hex digits, ":" from its first colon, which is at most 4
+# hex digits after its start. _IPV6 starts with a hex digit: re would try it at every letter a-f
+# and every digit; this hint starts with a literal, which re finds as fast as str.find.
+_IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _ipv6_starts(text: str) -> Iterator[int]:
+    """Ascending positions where an _IPV6 match can start: the hex run before each hint's colon."""
+    for m in _IPV6_HINT.finditer(text):
+        colon = start = m.start()
+        while start > 0 and colon - start < 4 and text[start - 1] in _HEX:
+            start -= 1
+        yield start
+
+
+def _ips(t: Text) -> Iterator[Finding]:
+    text = t.text
+    for m in v.matches_from(text, _IPV4, t.digits):
         # "version 1.2.3.4" / "v1.2.3.4" is a version, not an address; a bare 1.2.3.4 is an address.
         if v.ipv4_ok(m.group(1)) and not _VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
             yield m.start(), m.end(), "IP_ADDRESS"
     if "::" not in text and text.count(":") < 7:
         return
-    for m in _IPV6.finditer(text):
+    for m in v.matches_from(text, _IPV6, _ipv6_starts(text)):
         cand = m.group(0)
         core = cand.split("%", 1)[0]
         groups = [g for g in core.split(":") if g]
@@ -235,7 +265,8 @@ _MAC = re.compile(
 )
 
 
-def _macs(text: str) -> Iterator[Finding]:
+def _macs(t: Text) -> Iterator[Finding]:
+    text = t.text
     if text.count(":") < 5 and text.count("-") < 5 and text.count(".") < 2:
         return
     for m in _MAC.finditer(text):
@@ -264,15 +295,11 @@ _DOB_KEYS = ("born", "dob", "d.o.b", "birth", "geboren", "né")
 _DOB_STARTS = ("born", "do", "d.o", "date", "birth", "geboren", "ne", "né")  # where _DOB can start
 
 
-def _dobs(text: str) -> Iterator[Finding]:
-    low = v.lower_same(text)
-    if low is None:
-        found = _DOB.finditer(text)
-    elif not any(k in low for k in _DOB_KEYS):
+def _dobs(t: Text) -> Iterator[Finding]:
+    text = t.text
+    if t.low is not None and not any(k in t.low for k in _DOB_KEYS):
         return
-    else:
-        found = v.matches_at(text, _DOB, _DOB_STARTS, low)
-    for m in found:
+    for m in v.matches_at_lower(text, t.low, _DOB, _DOB_STARTS):
         # The span is the date only: "born on" stays readable for the model.
         d = _DOB_DATE.search(text, m.start(), m.end())
         if d is not None:
@@ -286,8 +313,8 @@ _URL_CRED = re.compile(
 )
 
 
-def _url_creds(text: str) -> Iterator[Finding]:
-    return _anchored(text, "://", _SCHEME_CHARS, 32, _URL_CRED, "URL_CREDENTIALS")
+def _url_creds(t: Text) -> Iterator[Finding]:
+    return _anchored(t.text, "://", _SCHEME_CHARS, 32, _URL_CRED, "URL_CREDENTIALS")
 
 
 # --------------------------------------------------------------------------------------- secret
@@ -328,14 +355,12 @@ _PEM_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s:,.-]*+")
 
 
-def _secrets(text: str) -> Iterator[Finding]:
+def _secrets(t: Text) -> Iterator[Finding]:
+    text = t.text
     for m in v.matches_at(text, _KNOWN_KEYS, _KEY_PREFIXES):
         yield m.start(), m.end(), "SECRET"
-    low = v.lower_same(text)
-    if low is None:
-        yield from _assigned(text, _ASSIGNED.finditer(text))
-    elif any(k in low for k in _ASSIGNED_KEYS):
-        yield from _assigned(text, v.matches_at(text, _ASSIGNED, _ASSIGNED_STARTS, low))
+    if t.low is None or any(k in t.low for k in _ASSIGNED_KEYS):
+        yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
     for m in _TOKEN.finditer(text):
         if v.looks_random(m.group(0)):
             yield m.start(), m.end(), "SECRET"
@@ -370,7 +395,7 @@ def _pem_blocks(text: str) -> Iterator[Finding]:
 
 
 # ----------------------------------------------------------------------------------------------
-FINDERS: dict[str, Callable[[str], Iterator[Finding]]] = {
+FINDERS: dict[str, Callable[[Text], Iterator[Finding]]] = {
     "EMAIL": _emails,
     "PHONE": _phones,
     "CREDIT_CARD": _cards,
@@ -381,14 +406,17 @@ FINDERS: dict[str, Callable[[str], Iterator[Finding]]] = {
     "DATE_OF_BIRTH": _dobs,
     "URL_CREDENTIALS": _url_creds,
     "SECRET": _secrets,
-    "ADDRESS": find_addresses,
+    "ADDRESS": lambda t: find_addresses(t.text, t.low, t.digits),
 }
+# Finders that read Text.digits: the one scan for digit runs is skipped when none is selected.
+_DIGIT_FIRST = frozenset({"PHONE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "ADDRESS"})
 
 
 def find_structured(text: str, entities: frozenset[str]) -> list[Finding]:
     """Every candidate finding of the selected structured entities (overlaps not yet resolved)."""
+    t = Text(text, v.lower_same(text), v.digit_run_starts(text) if entities & _DIGIT_FIRST else [])
     out: list[Finding] = []
     for name, finder in FINDERS.items():
         if name in entities:
-            out.extend(finder(text))
+            out.extend(finder(t))
     return out
