@@ -215,13 +215,16 @@ class Target:
     words: bool     # whether it gives word times (vLLM's Whisper gives segments only)
 
 
-def _audio_deployment(lifecycle, model: str):
-    """The deployment of an audio model that `model` names (name, served name, alias), if any."""
+def _audio_deployments(lifecycle, model: str) -> list:
+    """Every deployment (replica) of an audio model that `model` names (name, served name, alias)."""
     wanted = model.lower()
-    for deployment in lifecycle.deployments.values():
-        if "audio" in deployment.capabilities and wanted in (n.lower() for n in routing.names_of(lifecycle, deployment)):
-            return deployment
-    return None
+    return [d for d in lifecycle.deployments.values()
+            if "audio" in d.capabilities and wanted in (n.lower() for n in routing.names_of(lifecycle, d))]
+
+
+def _model_target(upstream: routing.Upstream) -> Target:
+    return Target(label=f"model `{upstream.model}` ({upstream.base_url})", metric=upstream.model,
+                  base_url=upstream.base_url, model=upstream.served_name, words=False)
 
 
 def _catalog_audio_model(lifecycle, model: str) -> str | None:
@@ -243,7 +246,7 @@ async def _service_endpoints(request: Request, kind: str) -> list:
         return list(await registry.endpoints(kind))
     except SparkControlError as exc:  # e.g. the node that would run it is unreachable
         raise ServiceUnavailable(f"The running {kind} services could not be listed: {exc.message}",
-                         code="service_unavailable") from None
+                                 code="service_unavailable") from None
 
 
 def _service_names(request: Request, kind: str) -> list[str]:
@@ -273,28 +276,26 @@ async def transcription_target(request: Request, model: str) -> Target:
     audio model on its way (waited for), else 503."""
     state = request.app.state
     lifecycle = state.lifecycle
-    deployment = _audio_deployment(lifecycle, model)
-    if deployment is not None and deployment.state == State.READY:
-        return Target(label=f"model `{deployment.model}` ({deployment.endpoint})", metric=deployment.model,
-                      base_url=deployment.endpoint, model=deployment.served_name, words=False)
+    replicas = _audio_deployments(lifecycle, model)
+    if any(d.state == State.READY for d in replicas):  # the ready replica whose turn it is
+        return _model_target((await routing.resolve(lifecycle, model, capability="audio", wait_s=0))[0])
     endpoints = await _service_endpoints(request, "transcription")
     if endpoints:
         return _service_target(endpoints[0], model)
-    if deployment is not None and deployment.state in (State.STARTING, State.LOADING):
+    if any(d.state in (State.STARTING, State.LOADING) for d in replicas):
         # The Whisper model is on its way (a swap): wait for it, as the other gateways do.
         try:
-            upstream = await routing.resolve(lifecycle, model, capability="audio",
-                                             wait_s=state.settings.proxy_wait_for_model_s)
+            upstreams = await routing.resolve(lifecycle, model, capability="audio",
+                                              wait_s=state.settings.proxy_wait_for_model_s)
         except SparkControlError as exc:
             raise ServiceUnavailable(f"No transcription service is running, and {exc.message}", field="model",
-                             code="service_unavailable") from None
-        return Target(label=f"model `{upstream.model}` ({upstream.base_url})", metric=upstream.model,
-                      base_url=upstream.base_url, model=upstream.served_name, words=False)
+                                     code="service_unavailable") from None
+        return _model_target(upstreams[0])
     launch = _catalog_audio_model(lifecycle, model)
     or_launch = f", or launch {launch} (POST /api/models/{launch}/launch)" if launch else ""
     raise ServiceUnavailable(f"No transcription service is running (and `{model}` is not a running audio model): "
-                          f"start one with {_start_hint(request, 'transcription')}{or_launch}.", field="model",
-                     code="service_unavailable")
+                             f"start one with {_start_hint(request, 'transcription')}{or_launch}.", field="model",
+                             code="service_unavailable")
 
 
 async def diarization_target(request: Request, why: str) -> Target:

@@ -90,6 +90,13 @@ def _entity_filter(entities: list[str] | None) -> frozenset[str] | None:
     return wanted
 
 
+def _caller(request: Request) -> str:
+    """Who is asking, for deriving conversation ids: the API key when PROXY_API_KEYS is set (two
+    clients with the same system prompt and opener then never share a map), else nobody."""
+    given = request.headers.get("authorization", "")
+    return given[7:].strip() + "\0" if request.app.state.proxy_api_keys and given.startswith("Bearer ") else ""
+
+
 def _entities_header(counts) -> str:
     return ",".join(f"{entity}={count}" for entity, count in sorted(counts.items()))
 
@@ -108,14 +115,15 @@ async def _gateway(request: Request, path: str, capability: str) -> Response:
         conversation = _conversation_id(request.headers.get(CONVERSATION_HEADER), CONVERSATION_HEADER)
     except InvalidInput as exc:
         return openai_error_response(400, exc.message, param=exc.field)
-    if conversation is None:
-        conversation = service.store.derive_conversation_id(conversation_seed(payload))
+    if conversation is None:  # scoped by the caller's API key, when keys are in use
+        conversation = service.store.derive_conversation_id(_caller(request) + conversation_seed(payload))
     try:
         result = await service.run(service.redact, [slot.text for slot in slots], conversation)
     except RedactionFailed as exc:
         return error_response(exc)
     for slot, text in zip(slots, result.texts):
         slot.set(text)
+    table = result.table  # only the tags this request was issued
     body = json.dumps(payload, ensure_ascii=False).encode()
     headers = {CONVERSATION_HEADER: conversation, ENTITIES_HEADER: _entities_header(result.counts)}
     settings = request.app.state.settings
@@ -124,9 +132,9 @@ async def _gateway(request: Request, path: str, capability: str) -> Response:
     else:
         status, media_type, content = await _local(request, path, capability, body)
     if isinstance(content, bytes):
-        return Response(_restore_body(content, result.table), status_code=status, media_type=media_type,
+        return Response(_restore_body(content, table), status_code=status, media_type=media_type,
                         headers=headers)
-    restorer = SSERestorer(result.table)
+    restorer = SSERestorer(table)
     return StreamingResponse(_restored_stream(content, restorer), status_code=status,
                              media_type="text/event-stream", headers={**_STREAM_HEADERS, **headers})
 
@@ -230,7 +238,7 @@ async def _redact(request: Request, body: RedactRequest) -> Response:
     texts = [body.text] if body.text is not None else body.texts
     entities = _entity_filter(body.entities)
     conversation = _conversation_id(body.conversation_id, "conversation_id") or \
-        service.store.derive_conversation_id("redact\0" + (texts[0] if texts else ""))
+        service.store.derive_conversation_id(_caller(request) + "redact\0" + (texts[0] if texts else ""))
     try:
         result = await service.run(service.redact, texts, conversation, entities)
     except RedactionFailed as exc:

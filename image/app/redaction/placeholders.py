@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 _WS = " \t"
@@ -87,6 +87,11 @@ class TagTable:
 
     def __len__(self) -> int:
         return len(self.originals)
+
+    def only(self, keys: Iterable[tuple[str, int]]) -> "TagTable":
+        """The part of the table for `keys`: what one request was issued."""
+        wanted = set(keys)
+        return TagTable({key: value for key, value in self.originals.items() if key in wanted})
 
     def lookup(self, match: re.Match) -> str | None:
         return self.originals.get((canonical_entity(match.group(1)), int(match.group(2))))

@@ -26,7 +26,10 @@ class SpanLike(Protocol):
 @dataclass
 class Pseudonymized:
     texts: list[str]
-    table: TagTable                     # every tag of the conversation, for the answer's restore
+    # The tags this request was issued (its values, old or new in the conversation), for the
+    # answer's restore: a tag the caller typed, or one issued to another request of the same
+    # conversation, is never filled in with a stored value.
+    table: TagTable
     counts: Counter = field(default_factory=Counter)   # entity -> distinct values in this request
 
 
@@ -50,7 +53,7 @@ def pseudonymize(texts: Sequence[str], spans: Sequence[Sequence[SpanLike]], stor
             at = span.end
         pieces.append(text[at:])
         out.append("".join(pieces))
-    return Pseudonymized(out, table, Counter(entity for entity, _ in items))
+    return Pseudonymized(out, table.only(numbers), Counter(entity for entity, _ in items))
 
 
 def _non_overlapping(spans: Sequence[SpanLike]) -> list[_Cut]:
