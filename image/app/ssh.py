@@ -33,6 +33,8 @@ from app.errors import (
 from app.settings import NodeConfig, Settings
 
 _BACKOFF_FIRST_S = 0.5
+# Below OpenSSH's default MaxSessions (10), leaving room for followed logs and download jobs.
+_MAX_CONCURRENT_COMMANDS = 6
 _BACKOFF_MAX_S = 8.0  # capped so a revived node is back within a probe or two
 
 
@@ -96,6 +98,7 @@ class SSHNode:
         self._settings = settings
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connect_lock = asyncio.Lock()
+        self._command_slots = asyncio.Semaphore(_MAX_CONCURRENT_COMMANDS)
         self._backoff_s = 0.0
         self._next_attempt_at = 0.0
         self.last_error: str | None = None
@@ -178,9 +181,15 @@ class SSHNode:
         started = time.monotonic()
         conn = await self._connection()
         try:
-            result = await asyncio.wait_for(conn.run(command, check=False, input=input), timeout=timeout)
+            # sshd refuses more than MaxSessions (10 by default) channels on one connection: short
+            # commands queue for a slot here instead (long-lived streams are not counted).
+            async with self._command_slots:
+                result = await asyncio.wait_for(conn.run(command, check=False, input=input), timeout=timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise NodeTimeout(f"{self.name}: no answer within {timeout:g} s", node=self.name) from exc
+        except asyncssh.ChannelOpenError as exc:  # the connection is fine; this one channel was refused
+            raise NodeUnreachable(f"{self.name}: the node refused a new SSH session ({exc.reason}); "
+                                  "check MaxSessions in its sshd_config", node=self.name) from exc
         except (OSError, asyncssh.Error) as exc:
             self._conn = None
             self.last_error = f"connection lost: {exc}"

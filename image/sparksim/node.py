@@ -178,7 +178,7 @@ class SimNode:
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
             f"AllowUsers {self.user}",
             "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "UsePAM no", "StrictModes no", "PermitRootLogin no", "MaxSessions 64",
+            "UsePAM no", "StrictModes no", "PermitRootLogin no", "MaxSessions 10",  # OpenSSH's default, as on DGX OS
             "MaxStartups 100:30:200", "Subsystem sftp internal-sftp", "LogLevel ERROR",
             "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()),
         ]
