@@ -18,6 +18,7 @@ POST /api/health/deep/run run one now; DEEP_HEALTH_INTERVAL_S runs one in the ba
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import math
@@ -41,6 +42,7 @@ SENTENCES = ("The cat sits on the mat.", "A cat is sitting on a mat.", "Stock ma
 _REQUEST_TIMEOUT_S = 60.0
 
 
+@functools.lru_cache(maxsize=4)  # the same second of audio for every check: built once
 def tone_wav(seconds: float = 1.0, rate: int = 16000, freq: float = 440.0) -> bytes:
     """A mono 16-bit WAV of a sine tone, made in memory."""
     frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq * i / rate)))

@@ -65,6 +65,10 @@ async def port_open(base_url: str, timeout: float = _CONNECT_TIMEOUT_S) -> tuple
         return False, None, f"port {parts.port} on {parts.hostname} is closed: {type(exc).__name__}"
     latency = round((time.monotonic() - started) * 1000, 2)
     writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), timeout)
+    except (OSError, asyncio.TimeoutError, TimeoutError):
+        pass
     return True, latency, "open"
 
 

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import shellsafe
-from app.errors import InvalidInput
+from app.errors import ServiceUnavailable
 
 NGC_REGISTRY = "nvcr.io"
 NGC_USERNAME = "$oauthtoken"  # NGC's fixed user name for API-key logins (a literal, not a variable)
@@ -38,14 +38,16 @@ def login_and_run_command(run_command: str) -> str:
 
 
 def key_input(settings) -> str:
-    """The command's stdin: the key and a newline. InvalidInput (400) when no key is configured."""
+    """The command's stdin: the key and a newline. 503 (the server's setup, not the request) when
+    no usable key is configured."""
     key = getattr(settings, "ngc_api_key", None)
     if not key or not key.strip():
-        raise InvalidInput("NGC_API_KEY is not set: a NIM needs an NGC API key to pull its image and model. "
-                           "Set NGC_API_KEY in spark-control's environment (docs/NIM.md) and restart it.",
-                           field="NGC_API_KEY")
+        raise ServiceUnavailable("NGC_API_KEY is not set: a NIM needs an NGC API key to pull its image and model. "
+                                 "Set NGC_API_KEY in spark-control's environment (docs/NIM.md) and restart it.",
+                                 field="NGC_API_KEY", code="ngc_api_key_missing")
     if any(c in key for c in "\r\n\0"):
-        raise InvalidInput("NGC_API_KEY contains a line break or NUL; copy the key again", field="NGC_API_KEY")
+        raise ServiceUnavailable("NGC_API_KEY contains a line break or NUL; copy the key again and restart",
+                                 field="NGC_API_KEY", code="ngc_api_key_invalid")
     return key.strip() + "\n"
 
 

@@ -20,6 +20,7 @@ loopback HTTP hop, a second serialization, or having to know which port uvicorn 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -198,7 +199,8 @@ async def _external(request: Request, settings, path: str, body: bytes, stream: 
         response = await client.send(client.build_request("POST", url, content=body, headers=headers,
                                                           timeout=timeout), stream=True)
     except httpx.HTTPError as exc:
-        return 502, "application/json", _upstream_error(f"The redaction upstream {settings.redaction_upstream_url} "
+        where = urlsplit(url).hostname  # never the URL itself: it may carry user:key@
+        return 502, "application/json", _upstream_error(f"The redaction upstream at {where} "
                                                          f"did not answer: {type(exc).__name__}.")
     media_type = response.headers.get("content-type", "application/json")
     if stream and response.status_code == 200 and media_type.startswith("text/event-stream"):
@@ -217,7 +219,7 @@ async def _external(request: Request, settings, path: str, body: bytes, stream: 
 
 async def _httpx_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():  # decoded: an upstream may gzip its stream
             yield chunk
     except httpx.HTTPError as exc:
         yield sse_error_event(f"The redaction upstream broke off the stream: {type(exc).__name__}.", source="upstream")

@@ -59,14 +59,11 @@ def _find(lifecycle: Lifecycle, requested: str, capability: str) -> list[Deploym
     return sorted(found, key=lambda d: d.state != State.READY)
 
 
-# Whose turn it is, per model: requests go round the ready replicas.
-_turns: dict[str, itertools.count] = {}
-
-
-def _in_turn(ready: list[Deployment]) -> list[Deployment]:
+def _in_turn(lifecycle: Lifecycle, ready: list[Deployment]) -> list[Deployment]:
+    """Requests go round the ready replicas (the counters live with the app's lifecycle)."""
     if len(ready) < 2:
         return ready
-    start = next(_turns.setdefault(ready[0].model, itertools.count())) % len(ready)
+    start = next(lifecycle.turns.setdefault(ready[0].model, itertools.count())) % len(ready)
     return ready[start:] + ready[:start]
 
 
@@ -80,7 +77,7 @@ async def resolve(lifecycle: Lifecycle, requested: str | None, *, capability: st
         replicas = _find(lifecycle, requested, capability)
         ready = [d for d in replicas if d.state == State.READY]
         if ready:
-            return [Upstream(d.model, d.served_name, d.endpoint) for d in _in_turn(ready)]
+            return [Upstream(d.model, d.served_name, d.endpoint) for d in _in_turn(lifecycle, ready)]
         deployment = next((d for d in replicas if d.state in (State.STARTING, State.LOADING)),
                           replicas[0] if replicas else None)
         if deployment is None and not _known(lifecycle, requested):

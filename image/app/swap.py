@@ -15,6 +15,7 @@ one is refused with 409 naming what is in progress.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -88,6 +89,7 @@ class Lifecycle:
         self.events = EventLog()
         self._tasks: set[asyncio.Task] = set()
         self._launches: dict[str, asyncio.Task] = {}   # Deployment.id -> its launch, so a stop can abort a load
+        self.turns: dict[str, itertools.count] = {}     # model -> whose turn among its replicas (app/routing.py)
 
     # ------------------------------------------------------------------ lookups
 

@@ -45,7 +45,7 @@ if os.path.isdir(blobs):
 commit = revision if len(revision) == 40 and os.path.isdir(os.path.join(root, "snapshots", revision)) else None
 if commit is None:
     try:
-        with open(os.path.join(root, "refs", revision.replace("/", "--"))) as f:
+        with open(os.path.join(root, "refs", revision)) as f:  # refs/pr/3 is nested, as huggingface_hub writes it
             commit = f.read().strip()
     except OSError:
         out["problem"] = "no snapshot for revision " + revision + " (refs/" + revision + " is missing)"

@@ -158,7 +158,7 @@ def test_start_a_service_see_it_healthy_run_deep_health_and_stop_it(app, sim_clu
     expect(embed.get_by_role("button", name="Start spark-embed", exact=True)).to_be_enabled()
     assert app.get("/api/services/spark-embed").json()["state"] == "stopped"
     assert "sc-svc-spark-embed" not in sim_cluster.ssh("spark1", "docker ps -a --format '{{.Names}}'").stdout
-    assert problems.unexpected(r"HTTP 400: .*/api/services/[^/]*nim/start$", r"status of 400",
+    assert problems.unexpected(r"HTTP 503: .*/api/services/[^/]*nim/start$", r"status of 503",
                                r"request failed: .*/api/services/spark-embed/logs") == [], problems.items
 
 
