@@ -9,7 +9,7 @@ import pytest
 
 from app import nim
 from app import service_containers as sc
-from app.errors import ConfigError, InvalidInput, NotFound
+from app.errors import ConfigError, NotFound, ServiceUnavailable
 from app.services_catalog import BUNDLED_SERVICES_YAML, load_services_catalog
 
 
@@ -128,5 +128,5 @@ def test_the_nim_command_reads_the_key_from_stdin_and_never_holds_it():
     assert nim.key_input(settings) == "nvapi-SECRET\n"
     assert "SECRET" not in command
     assert nim.scrub("denied for nvapi-SECRET", settings) == "denied for [NGC_API_KEY]"
-    with pytest.raises(InvalidInput, match="NGC_API_KEY is not set"):
+    with pytest.raises(ServiceUnavailable, match="NGC_API_KEY is not set"):
         nim.key_input(SimpleNamespace(ngc_api_key=None))
