@@ -15,9 +15,10 @@ checked on its own first, so a problem found after merging is blamed on MODELS_O
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -39,12 +40,35 @@ class _Source:
         return f"{self.label} {self.path}"
 
     def error(self, message: str, *, model: str | None = None, field: str | None = None) -> ConfigError:
-        where = str(self)
-        if model is not None:
-            where += f": model {model!r}"
-        if field is not None:
-            where += f", field {field}" if model is not None else f": field {field}"
-        return ConfigError(f"{where}: {message}", field=field)
+        return located_error(str(self), message, kind="model", name=model, field=field)
+
+
+def located_error(where: str, message: str, *, kind: str, name: str | None = None,
+                  field: str | None = None) -> ConfigError:
+    """A configuration file's mistake, named: "<file>: <kind> 'x', field y: <what is wrong>"."""
+    if name is not None:
+        where += f": {kind} {name!r}"
+    if field is not None:
+        where += f", field {field}" if name is not None else f": field {field}"
+    return ConfigError(f"{where}: {message}", field=field)
+
+
+def load_yaml_file(path: Path, fail: Callable[[str], ConfigError]) -> Any:
+    """One configuration file, parsed (duplicate keys refused); a missing or unreadable file and
+    a YAML syntax error become `fail(message)`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail("file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read the file: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise fail(f"YAML syntax error{at}: {problem}") from None
 
 
 class Catalog:
@@ -142,19 +166,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_catalog_file(source: _Source, *, allow_empty: bool) -> tuple[dict, dict]:
     """(defaults, models) of one file, after checking its top-level shape."""
-    try:
-        text = source.path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise source.error("file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise source.error(f"cannot read the file: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise source.error(f"YAML syntax error{at}: {problem}") from None
+    data = load_yaml_file(source.path, source.error)
     if data is None:
         if allow_empty:
             return {}, {}

@@ -14,11 +14,10 @@ import difflib
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 # The model catalog's YAML reader and merge rules, shared so both files behave alike.
-from app.catalog import _deep_merge, _describe, _suggest, _type_name, _UniqueKeyLoader
+from app.catalog import _deep_merge, _describe, _suggest, _type_name, load_yaml_file, located_error
 from app.errors import ConfigError, NotFound
 from app.service_schema import ServiceEntry
 
@@ -27,12 +26,7 @@ _TOP_LEVEL_KEYS = ("services",)
 
 
 def _error(source: str, message: str, *, service: str | None = None, field: str | None = None) -> ConfigError:
-    where = source
-    if service is not None:
-        where += f": service {service!r}"
-    if field is not None:
-        where += f", field {field}" if service is not None else f": field {field}"
-    return ConfigError(f"{where}: {message}", field=field)
+    return located_error(source, message, kind="service", name=service, field=field)
 
 
 class ServicesCatalog:
@@ -91,18 +85,7 @@ def load_services_catalog(settings) -> ServicesCatalog:
 
 def _read(path: Path, source: str, *, allow_empty: bool) -> dict:
     """The `services:` mapping of one file, after checking its shape."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _error(source, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _error(source, f"cannot read the file: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _error(source, f"YAML syntax error{at}: {getattr(exc, 'problem', None) or exc}") from None
+    data = load_yaml_file(path, lambda message: _error(source, message))
     if data is None and allow_empty:
         return {}
     if not isinstance(data, dict):
