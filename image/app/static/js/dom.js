@@ -59,3 +59,16 @@ export function showMessage(node, message) {
   node.textContent = message ?? "";
   node.hidden = !message;
 }
+
+/**
+ * A keyboard user whose button just became disabled (an action in flight) lands on the next
+ * usable button among `buttons` instead of the page body.
+ * @param {boolean} hadFocus  whether focus was in the row when the action started
+ * @param {Iterable<Element>} buttons  the row's buttons, in order
+ */
+export function keepFocus(hadFocus, buttons) {
+  const active = document.activeElement;
+  const lost = !active || active === document.body || (active instanceof HTMLButtonElement && active.disabled);
+  if (!hadFocus || !lost) return;
+  /** @type {HTMLButtonElement[]} */ ([...buttons]).find((b) => !b.disabled)?.focus();
+}

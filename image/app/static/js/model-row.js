@@ -5,7 +5,7 @@
  */
 
 import { api, readableError } from "./api.js";
-import { el, fromTemplate, setSlot, showMessage, slot } from "./dom.js";
+import { el, fromTemplate, keepFocus, setSlot, showMessage, slot } from "./dom.js";
 import { formatClock } from "./format.js";
 import { DryRunView } from "./model-dryrun.js";
 import { LogsPanel } from "./model-logs.js";
@@ -290,20 +290,8 @@ export class ModelRow {
       this.inFlight = false;
       this.element.removeAttribute("aria-busy");
       this.updateButtons();
-      this.keepFocus(hadFocus);
+      keepFocus(hadFocus, this.element.querySelectorAll(".model-actions button"));
     }
-  }
-
-  /**
-   * A keyboard user whose button just became disabled lands on the next usable one in the row.
-   * @param {boolean} hadFocus  whether focus was in this row when the action started
-   */
-  keepFocus(hadFocus) {
-    const active = document.activeElement;
-    const lost = !active || active === document.body || (active instanceof HTMLButtonElement && active.disabled);
-    if (!hadFocus || !lost) return;
-    const buttons = /** @type {HTMLButtonElement[]} */ ([...this.element.querySelectorAll(".model-actions button")]);
-    buttons.find((b) => !b.disabled)?.focus();
   }
 
   toggleDryRun() {

@@ -8,7 +8,7 @@
  */
 
 import { api, readableError } from "./api.js";
-import { el, fromTemplate, setSlot, showMessage, slot } from "./dom.js";
+import { el, fromTemplate, keepFocus, setSlot, showMessage, slot } from "./dom.js";
 import { formatNumber } from "./format.js";
 import { LogsPanel } from "./model-logs.js";
 import { fillNodeSelect, onNodeNames } from "./node-list.js";
@@ -225,10 +225,7 @@ class ServiceRow {
       this.inFlight = false;
       this.element.removeAttribute("aria-busy");
       this.updateButtons();
-      if (hadFocus && (document.activeElement === document.body || /** @type {HTMLButtonElement} */ (document.activeElement)?.disabled)) {
-        /** @type {HTMLButtonElement[]} */ ([...this.element.querySelectorAll(".service-actions button")])
-          .find((b) => !b.disabled)?.focus();
-      }
+      keepFocus(hadFocus, this.element.querySelectorAll(".service-actions button"));
       this.onChange();
     }
   }
