@@ -35,13 +35,14 @@ Ways Well Wells Wharf Wynd Yard
 """
 
 
-def _trie_regex(words: list[str]) -> str:
+def _trie_regex(words: list[str], fold: bool = True) -> str:
     """An alternation shaped as a trie: re tries alternatives one by one, so 250 flat branches
-    would be tried at every candidate; a trie tests one character per level."""
+    would be tried at every candidate; a trie tests one character per level. fold: the words are
+    lower-cased (for a case-insensitive group)."""
     trie: dict[str, dict] = {}
     for w in words:
         node = trie
-        for ch in w.lower():
+        for ch in w.lower() if fold else w:
             node = node.setdefault(ch, {})
         node[""] = {}
 
@@ -69,6 +70,8 @@ _STATE_NAMES = (
     "|South Carolina|South Dakota|Tennessee|Texas|Utah|Vermont|Virginia|Washington|West Virginia"
     "|Wisconsin|Wyoming"
 )
+# A code or a name, as one trie: tried after every city candidate of every address tail.
+_STATE = _trie_regex(_STATES.split("|") + _STATE_NAMES.split("|"), fold=False)
 _UK_POSTCODE = r"(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})"
 _WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th)|(?:de|la|del|von|van|of|the)\b)"
 _CITY = r"(?:[A-Z][A-Za-z'’.-]+(?:[ -][A-Z][A-Za-z'’.-]+){0,3})"
@@ -80,7 +83,7 @@ _UNIT = (
 _DIRECTION = r"(?:[NSEW]\.?|North|South|East|West|NE|NW|SE|SW)"
 # The tail: "City, ST 12345", "City, State 12345-6789", "City\nPOSTCODE", "POSTCODE", ", City."
 _TAIL = (
-    rf"(?:{_SEP}{_CITY},?[ \t]+(?:{_STATES}|{_STATE_NAMES})\b\.?(?:[ \t]+\d{{5}}(?:-\d{{4}})?)?"
+    rf"(?:{_SEP}{_CITY},?[ \t]+(?:{_STATE})\b\.?(?:[ \t]+\d{{5}}(?:-\d{{4}})?)?"
     rf"|{_SEP}(?:{_CITY}{_SEP})?{_UK_POSTCODE}\b"
     rf"|,[ \t]*{_CITY}(?=[.;!?)\n]|$))"
 )

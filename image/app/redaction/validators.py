@@ -29,16 +29,14 @@ IBAN_LENGTHS: dict[str, int] = {
 
 
 def luhn_ok(digits: str) -> bool:
-    """Luhn checksum of a digit string (cards)."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    """Luhn checksum of a digit string (cards): every second digit from the right doubled (its
+    digit sum: 0246813579), read with translate and a bytes sum, which run in C."""
+    rev = digits[::-1]
+    odd, even = rev[::2], rev[1::2].translate(_LUHN_DOUBLED)
+    return (sum(odd.encode()) + sum(even.encode()) - 48 * len(rev)) % 10 == 0
+
+
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
 
 
 def iban_ok(compact: str) -> bool:
@@ -50,8 +48,11 @@ def iban_ok(compact: str) -> bool:
         return False
     rearranged = compact[4:] + compact[:4]
     # Letters become 10..35; int() of the whole string is exact and fast for <= 34 chars.
-    numeric = "".join(str(int(c, 36)) for c in rearranged)
-    return int(numeric) % 97 == 1
+    numeric = rearranged.translate(_IBAN_LETTERS)
+    return numeric.isdigit() and int(numeric) % 97 == 1
+
+
+_IBAN_LETTERS = {ord(c): str(int(c, 36)) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"}
 
 
 def ssn_ok(area: str, group: str, serial: str) -> bool:
@@ -151,7 +152,9 @@ def matches_at(
     return matches_from(text, rx, sorted(starts))
 
 
-def matches_at_lower(text: str, low: str | None, rx: re.Pattern[str], words: Iterable[str]) -> Iterator[re.Match[str]]:
+def matches_at_lower(
+    text: str, low: str | None, rx: re.Pattern[str], words: Iterable[str] | re.Pattern[str]
+) -> Iterator[re.Match[str]]:
     """matches_at with lower-case `words` found in `low` (lower_same(text)); without that copy
     (lowering would shift offsets) rx is tried everywhere, as finditer does."""
     return rx.finditer(text) if low is None else matches_at(text, rx, words, low)
