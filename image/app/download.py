@@ -10,6 +10,9 @@ One transfer at a time (they share the node's disk and network); the others wait
 other one on their fabric addresses (download_copy.py), then the weights check on every
 node (weights_verify.py), which names a missing or truncated shard and the node it is on.
 HF_TOKEN goes to `hf` on stdin and is scrubbed from every message, event and log line.
+The jobs outlive the app: stopping it detaches from them, and at the next start each node's
+jobs are found again as the node becomes reachable and the downloads carried on from the step
+they were at (download_reattach.py).
 Design notes and the API: docs/DOWNLOADS.md.
 """
 
@@ -29,11 +32,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import download_copy, weights_verify
+from app import download_copy, download_reattach, weights_verify
 from app.download_progress import Progress
 from app.errors import Conflict, NotFound, RemoteCommandFailed, SparkControlError
 from app.events import EventLog
-from app.remote_job import RemoteJob
+from app.remote_job import RemoteJob, find_jobs
 from app.shellsafe import quote_args, validate_hf_include, validate_hf_repo, validate_hf_revision
 from app.ssh import NodePool
 
@@ -43,6 +46,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _KEEP_FINISHED = 50
 _POLL_FAILURES_TOLERATED = 20  # consecutive failed polls (a node rebooting, a blip) before giving up
 _KILL_WAIT_S = 15.0  # how long a killed transfer may take to end
+_FIND_RETRY_FIRST_S, _FIND_RETRY_MAX_S = 2.0, 30.0  # asking a node that is down for its jobs, again
 
 
 class State(str, Enum):
@@ -91,6 +95,7 @@ class Download:
     partial_files: list[dict] = field(default_factory=list)
     events: EventLog = field(default_factory=lambda: EventLog(keep=300), repr=False)
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    jobs: list[str] = field(default_factory=list, repr=False)  # its job ids on `node`, kept until it ends
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "repo_id": self.repo_id, "revision": self.revision or "main",
@@ -110,6 +115,7 @@ class DownloadManager:
         self.downloads: dict[str, Download] = {}
         self._slot = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._finders: list[asyncio.Task] = []
 
     # ------------------------------------------------------------------ API
 
@@ -155,38 +161,91 @@ class DownloadManager:
         return d
 
     async def close(self) -> None:
-        for d in self.downloads.values():
-            if d.state not in FINISHED:
-                d.cancel_requested.set()
-        tasks = list(self._tasks.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        """Stop following: the transfers go on on their nodes, their jobs are left there and found
+        again at the next start (a download still queued had nothing on a node and is forgotten)."""
+        tasks = [*self._finders, *self._tasks.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    # ------------------------------------------------------------------ after a restart
+
+    def find_running_in_background(self) -> None:
+        """From the lifespan: per node, once it answers, register the downloads whose jobs are on it."""
+        self._finders = [asyncio.create_task(self._find_on(node)) for node in self.pool.nodes]
+
+    async def _find_on(self, node: str) -> None:
+        delay = _FIND_RETRY_FIRST_S
+        while True:
+            try:
+                found = await find_jobs(self.pool, node)
+                break
+            except SparkControlError as exc:  # down or unreachable for now: ask again later
+                log.info("cannot look for downloads on %s yet (%s); again in %.0f s", node, exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _FIND_RETRY_MAX_S)
+        adoptable, problems = download_reattach.adoptable(node, found, set(self.pool.nodes), set(self.downloads))
+        for problem in problems:
+            log.warning("download job not resumed: %s", problem)
+        for a in adoptable:
+            d = Download(a.id, a.repo_id, a.revision, a.include, a.node, a.copy_to, created=a.created,
+                         snapshot=a.snapshot, jobs=list(a.job_ids))
+            self.downloads[d.id] = d
+            # Listed in the state it is in on the node from the start, never as "queued".
+            if a.copy_index is None:
+                state, doing = State.DOWNLOADING, f"downloading {d.repo_id} on {d.node}"
+            else:
+                state, doing = State.COPYING, f"copying {d.repo_id} from {d.node} to {d.copy_to[a.copy_index]}"
+            seen = ("found running on the node after spark-control restarted" if a.current.exit_status is None
+                    else "it ended while spark-control was not running")
+            self._publish_state(d, state, f"{doing} ({seen})")
+            self._tasks[d.id] = asyncio.create_task(self._run(d, resume=a))
+        self._forget_old()
+
+    async def _resume(self, d: Download, a: download_reattach.Adoptable) -> int:
+        """Follow the step the download was at (it runs on the node whatever the slot says);
+        returns the index in copy_to of the next copy to make."""
+        job = RemoteJob(self.pool, d.node, a.current.job_id)
+        where = d.node if a.copy_index is None else f"{d.node}->{d.copy_to[a.copy_index]}"
+        if a.current.vanished:
+            raise SparkControlError(
+                f"{a.step_name} on {d.node} stopped without recording how it ended (was the node restarted?); "
+                f"start the download again: hf resumes what is already in the cache")
+        progress, status = await self._follow_job(d, job, label=where, killed=a.current.killed)
+        self._check_exit(a.step_name, d.node, status, progress)
+        if a.copy_index is None:
+            d.snapshot = progress.snapshot_commit
+            return 0
+        return a.copy_index + 1
+
     # ------------------------------------------------------------------ the work
 
-    async def _run(self, d: Download) -> None:
+    async def _run(self, d: Download, resume: download_reattach.Adoptable | None = None) -> None:
         try:
-            async with self._slot:
-                if d.cancel_requested.is_set():
-                    raise _Cancelled()
-                await self._download(d)
-                for target in d.copy_to:
-                    await self._copy(d, target)
-                await self._verify(d)
-            self._publish_state(d, State.DONE, f"{d.repo_id} is complete on {', '.join([d.node, *d.copy_to])}")
-        except _Cancelled:
-            d.partial_files = await self._partial_files(d)
-            left = (f"; {len(d.partial_files)} partial file(s) left in the cache on {d.node} "
-                    "(a new download resumes them; DELETE /api/disk/cache removes them)") if d.partial_files else ""
-            self._publish_state(d, State.CANCELLED, f"cancelled while {d.state.value}{left}")
-        except SparkControlError as exc:
-            self._publish_state(d, State.FAILED, self._scrub(exc.message))
-        except Exception as exc:  # a bug must still end the download visibly, not leave it "downloading"
-            log.exception("download %s failed unexpectedly", d.id)
-            self._publish_state(d, State.FAILED, self._scrub(f"internal error: {type(exc).__name__}: {exc}"))
+            try:
+                next_copy = await self._resume(d, resume) if resume else 0
+                async with self._slot:
+                    if d.cancel_requested.is_set():
+                        raise _Cancelled()
+                    if resume is None:
+                        await self._download(d)
+                    for target in d.copy_to[next_copy:]:
+                        await self._copy(d, target)
+                    await self._verify(d)
+                self._publish_state(d, State.DONE, f"{d.repo_id} is complete on {', '.join([d.node, *d.copy_to])}")
+            except _Cancelled:
+                d.partial_files = await self._partial_files(d)
+                left = (f"; {len(d.partial_files)} partial file(s) left in the cache on {d.node} "
+                        "(a new download resumes them; DELETE /api/disk/cache removes them)") if d.partial_files else ""
+                self._publish_state(d, State.CANCELLED, f"cancelled while {d.state.value}{left}")
+            except SparkControlError as exc:
+                self._publish_state(d, State.FAILED, self._scrub(exc.message))
+            except Exception as exc:  # a bug must still end the download visibly, not leave it "downloading"
+                log.exception("download %s failed unexpectedly", d.id)
+                self._publish_state(d, State.FAILED, self._scrub(f"internal error: {type(exc).__name__}: {exc}"))
+            # Its outcome is recorded: its jobs can go. Not on app shutdown (CancelledError skips
+            # this): they stay on the node, to be found again at the next start.
+            await self._remove_jobs(d)
         finally:
             self._tasks.pop(d.id, None)
 
@@ -201,20 +260,21 @@ class DownloadManager:
 
     async def _download(self, d: Download) -> None:
         self._publish_state(d, State.DOWNLOADING, f"downloading {d.repo_id} on {d.node}")
-        progress, status = await self._run_job(d, d.node, f"{d.id}d", self._hf_command(d), secret=True, label=d.node)
-        if status != 0:
-            raise RemoteCommandFailed(self._tool_failure("hf download", d.node, status, progress), node=d.node,
-                                      exit_status=status)
+        job = await self._start_job(d, None, self._hf_command(d), secret=True)
+        progress, status = await self._follow_job(d, job, label=d.node)
+        self._check_exit("hf download", d.node, status, progress)
         d.snapshot = progress.snapshot_commit
 
     async def _copy(self, d: Download, target: str) -> None:
         self._publish_state(d, State.COPYING, f"copying {d.repo_id} from {d.node} to {target}")
         command = download_copy.rsync_command(d.repo_id, self.pool.get(target).config)
-        progress, status = await self._run_job(d, d.node, f"{d.id}c{d.copy_to.index(target)}",
-                                               command, secret=False, label=f"{d.node}->{target}")
+        job = await self._start_job(d, d.copy_to.index(target), command, secret=False)
+        progress, status = await self._follow_job(d, job, label=f"{d.node}->{target}")
+        self._check_exit(f"the copy to {target}", d.node, status, progress)
+
+    def _check_exit(self, what: str, node: str, status: int, progress: Progress) -> None:
         if status != 0:
-            raise RemoteCommandFailed(self._tool_failure(f"the copy to {target}", d.node, status, progress),
-                                      node=d.node, exit_status=status)
+            raise RemoteCommandFailed(self._tool_failure(what, node, status, progress), node=node, exit_status=status)
 
     async def _verify(self, d: Download) -> None:
         self._publish_state(d, State.VERIFYING, f"checking every shard on {', '.join([d.node, *d.copy_to])}")
@@ -227,51 +287,64 @@ class DownloadManager:
         if problems:
             raise SparkControlError(f"verification of {d.repo_id} failed: " + "; ".join(problems))
 
-    async def _run_job(self, d: Download, node: str, job_id: str, command: str, *, secret: bool,
-                       label: str) -> tuple[Progress, int]:
-        """Start the job, relay its progress until it ends; kill it if the download is cancelled."""
-        job = RemoteJob(self.pool, node, job_id)
-        progress = Progress()
-        try:
-            await job.start(command, secret_env="HF_TOKEN" if secret else None, secret=self._token if secret else None)
-            failures, killed_at, last_kill = 0, None, 0.0
-            while True:
-                try:
-                    polled = await job.poll()
-                    failures = 0
-                except SparkControlError as exc:
-                    failures += 1
-                    if failures > _POLL_FAILURES_TOLERATED:
-                        raise SparkControlError(f"lost contact with {node} during {d.state.value} ({exc.message}); "
-                                                "the transfer may still be running there") from exc
-                    polled = None
-                if polled is not None:
-                    progress.feed(self._scrub(polled.text))
-                    if polled.exit_status == 0 and killed_at is None:
-                        progress.complete()
-                    if polled.text or polled.exit_status == 0:
-                        d.progress = {"phase": d.state.value, "where": label, **progress.to_dict()}
-                        d.updated = time.time()
-                        d.events.publish("progress", **d.progress)
-                    if polled.exit_status is not None:
-                        if killed_at is not None:
-                            raise _Cancelled()
-                        return progress, polled.exit_status
-                if d.cancel_requested.is_set():
-                    now = time.monotonic()
-                    if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
-                        await job.kill()
-                        killed_at, last_kill = killed_at or now, now
-                    elif now - killed_at > _KILL_WAIT_S:
-                        raise _Cancelled()  # killed, but its end was never recorded: stop waiting
-                    await asyncio.sleep(self.poll_interval_s / 2)
-                    continue
-                try:  # the next poll, or at once on cancel
-                    await asyncio.wait_for(d.cancel_requested.wait(), self.poll_interval_s)
-                except (asyncio.TimeoutError, TimeoutError):
-                    pass
-        finally:
-            await job.remove()
+    async def _start_job(self, d: Download, copy_index: int | None, command: str, *, secret: bool) -> RemoteJob:
+        """Start one step on the download's node, with the meta.json that lets a restarted app find it."""
+        job = RemoteJob(self.pool, d.node, download_reattach.job_id(d.id, copy_index))
+        meta = download_reattach.job_meta(download_id=d.id, repo_id=d.repo_id, revision=d.revision,
+                                          include=d.include, node=d.node, copy_to=d.copy_to, created=d.created,
+                                          snapshot=d.snapshot, copy_index=copy_index)
+        d.jobs.append(job.job_id)
+        await job.start(command, secret_env="HF_TOKEN" if secret else None, secret=self._token if secret else None,
+                        meta=meta)
+        return job
+
+    async def _follow_job(self, d: Download, job: RemoteJob, *, label: str,
+                          killed: bool = False) -> tuple[Progress, int]:
+        """Relay the job's progress until it ends; kill it if the download is cancelled. `killed`:
+        found after a restart already killed (a cancel the previous app did not see through)."""
+        node, progress = job.node, Progress()
+        failures, last_kill = 0, 0.0
+        killed_at = time.monotonic() if killed else None
+        while True:
+            try:
+                polled = await job.poll()
+                failures = 0
+            except SparkControlError as exc:
+                failures += 1
+                if failures > _POLL_FAILURES_TOLERATED:
+                    raise SparkControlError(f"lost contact with {node} during {d.state.value} ({exc.message}); "
+                                            "the transfer may still be running there") from exc
+                polled = None
+            if polled is not None:
+                progress.feed(self._scrub(polled.text))
+                if polled.exit_status == 0 and killed_at is None:
+                    progress.complete()
+                if polled.text or polled.exit_status == 0:
+                    d.progress = {"phase": d.state.value, "where": label, **progress.to_dict()}
+                    d.updated = time.time()
+                    d.events.publish("progress", **d.progress)
+                if polled.exit_status is not None:
+                    if killed_at is not None:
+                        raise _Cancelled()
+                    return progress, polled.exit_status
+            if d.cancel_requested.is_set():
+                now = time.monotonic()
+                if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
+                    await job.kill()
+                    killed_at, last_kill = killed_at or now, now
+                elif now - killed_at > _KILL_WAIT_S:
+                    raise _Cancelled()  # killed, but its end was never recorded: stop waiting
+                await asyncio.sleep(self.poll_interval_s / 2)
+                continue
+            try:  # the next poll, or at once on cancel
+                await asyncio.wait_for(d.cancel_requested.wait(), self.poll_interval_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+
+    async def _remove_jobs(self, d: Download) -> None:
+        for job_id in d.jobs:
+            await RemoteJob(self.pool, d.node, job_id).remove()
+        d.jobs.clear()
 
     async def _partial_files(self, d: Download) -> list[dict]:
         check = await weights_verify.check_node(self.pool, d.node, d.repo_id, d.revision or "main")
@@ -283,7 +356,9 @@ class DownloadManager:
         if status == 127:
             hint = (" The tool is not installed on the node: install the Hugging Face CLI "
                     "(pip install -U 'huggingface_hub[cli]') and rsync there.")
-        elif "Host key verification failed" in detail or "Permission denied" in detail:
+        elif what.startswith("the copy") and any(s in detail for s in ("Host key verification failed",
+                                                                       "Permission denied")):
+            # Only a copy logs in to another node: on `hf download` "Permission denied" is a file's mode.
             hint = (" The nodes must trust each other for SSH: add the source node's key to the target's "
                     "authorized_keys and the target's host key to the source's known_hosts (docs/DOWNLOADS.md).")
         return f"{what} on {node} failed (exit status {status}): {detail}.{hint}"

@@ -13,6 +13,11 @@ the command has ended, killed or not.
 A secret (HF_TOKEN) reaches the job on the start command's stdin, read by the shell into the
 job's environment: it is never part of a command line (`ps` shows those to every user) nor of
 anything this app logs.
+
+Because a job outlives the app, the app can find it again after a restart: `start(meta=...)`
+writes a caller-defined description (`meta.json`) into the job's directory before the command
+runs, `kill()` leaves a `killed` mark, and `find_jobs()` lists, in one round trip, every job on
+a node that has a description, with its exit status and whether its process group is alive.
 """
 
 from __future__ import annotations
@@ -29,12 +34,32 @@ _JOBS_DIR = '"$HOME"/.cache/spark-control/jobs'
 # `hf` installed with `pip install --user` lives here, and non-interactive SSH sessions do not
 # read the profile that would put it on PATH.
 _PATH_PREFIX = 'PATH="$HOME/.local/bin:$PATH"; export PATH'
+# A poll reads at most this much of the log: a job found again after a restart may have hours of
+# progress redraws to catch up on, read over a few polls rather than in one huge answer.
+_POLL_MAX_BYTES = 1 << 20
+_META_MAX_BYTES = 65536
 
 
 @dataclass
 class Poll:
     text: str               # output since the previous poll
-    exit_status: int | None  # None while the command runs
+    exit_status: int | None  # None while the command runs (or while output is left to read)
+
+
+@dataclass
+class FoundJob:
+    """A job on a node, as `find_jobs` saw it."""
+
+    job_id: str
+    meta: str                # what `start(meta=...)` wrote (the caller parses it; it came from a node)
+    exit_status: int | None  # None: no exit recorded
+    running: bool            # its process group is alive
+    killed: bool             # `kill()` was called on it
+
+    @property
+    def vanished(self) -> bool:
+        """Neither running nor ended: its processes died unrecorded (the node rebooted)."""
+        return self.exit_status is None and not self.running
 
 
 class RemoteJob:
@@ -45,8 +70,11 @@ class RemoteJob:
         self.dir = f"{_JOBS_DIR}/{job_id}"
         self.offset = 0
 
-    async def start(self, command: str, *, secret_env: str | None = None, secret: str | None = None) -> None:
-        """Run `command` (a safely quoted command line) detached; `secret` becomes $secret_env."""
+    async def start(self, command: str, *, secret_env: str | None = None, secret: str | None = None,
+                    meta: str | None = None) -> None:
+        """Run `command` (a safely quoted command line) detached; `secret` becomes $secret_env;
+        `meta` (one line, no secret: it is on the start command's line) is written to meta.json
+        before the command runs, for `find_jobs` after an app restart."""
         read_secret = ""
         if secret_env:
             name = validate_env_name(secret_env)
@@ -56,28 +84,40 @@ class RemoteJob:
         # waiter around it that survives the kill to record the exit status.
         waiter = ('setsid sh -c "$2" & echo $! > "$1/pid"; wait $!; '
                   'echo $? > "$1/exit.tmp"; mv "$1/exit.tmp" "$1/exit"')
-        script = (f"{read_secret}{_PATH_PREFIX}; d={self.dir}; rm -rf \"$d\"; mkdir -p \"$d\" && cd \"$HOME\" && "
+        write_meta = ""
+        if meta is not None:
+            if "\n" in meta or len(meta) > _META_MAX_BYTES:
+                raise ValueError("job meta must be one line of at most 64 KiB")  # built by the app, not a user
+            write_meta = f'printf \'%s\\n\' {quote_arg(meta)} > "$d/meta.tmp" && mv "$d/meta.tmp" "$d/meta.json" && '
+        script = (f"{read_secret}{_PATH_PREFIX}; d={self.dir}; rm -rf \"$d\"; mkdir -p \"$d\" && {write_meta}"
+                  f'cd "$HOME" && '
                   f'setsid sh -c {quote_arg(waiter)} sh "$d" {quote_arg(command)} < /dev/null > "$d/log" 2>&1 &')
         await self.pool.run(self.node, script, input=(secret or "") + "\n" if secret_env else None, timeout=15)
 
-    async def poll(self) -> Poll:
-        """The output written since the last poll, and the exit status once the command ended."""
+    async def poll(self, max_bytes: int = _POLL_MAX_BYTES) -> Poll:
+        """The output written since the last poll (at most `max_bytes` of it), and the exit
+        status once the command ended and its whole output has been read."""
         # exit is read before the log: once it exists, the log is complete.
         script = (f'd={self.dir}; e=$(cat "$d/exit" 2>/dev/null); s=$(wc -c < "$d/log" 2>/dev/null || echo 0); '
-                  f'echo "$e $s"; tail -c +{self.offset + 1} "$d/log" 2>/dev/null | head -c $((s - {self.offset}))')
+                  f'echo "$e $s"; n=$((s - {self.offset})); [ "$n" -gt {max_bytes} ] && n={max_bytes}; '
+                  f'tail -c +{self.offset + 1} "$d/log" 2>/dev/null | head -c "$n"')
         result = await self.pool.run(self.node, script, timeout=15)
         header, _, text = result.stdout.partition("\n")
         fields = header.split()
         exit_status = int(fields[0]) if len(fields) == 2 and fields[0].lstrip("-").isdigit() else None
         size = fields[-1] if fields else ""
         if size.isdigit():
-            self.offset = max(self.offset, int(size))
+            self.offset = max(self.offset, min(int(size), self.offset + max_bytes))
+            if self.offset < int(size):
+                exit_status = None  # more to read first: the end is reported with the last bytes
         return Poll(text, exit_status)
 
     async def kill(self) -> None:
         """SIGTERM to the job's process group; nothing if it already ended."""
         # The pid file appears a moment after start: wait for it briefly rather than miss.
-        script = (f"f={self.dir}/pid; for i in 1 2 3 4 5 6 7 8 9 10; do [ -s \"$f\" ] && break; sleep 0.1; done; "
+        # The `killed` mark tells an app that finds the job after a restart it was cancelled, not failed.
+        script = (f"d={self.dir}; f=\"$d/pid\"; [ -d \"$d\" ] && : > \"$d/killed\"; "
+                  'for i in 1 2 3 4 5 6 7 8 9 10; do [ -s "$f" ] && break; sleep 0.1; done; '
                   'p=$(cat "$f" 2>/dev/null) && kill -s TERM -- "-$p" 2>/dev/null; true')
         await self.pool.run(self.node, script, timeout=15)
 
@@ -87,3 +127,37 @@ class RemoteJob:
             await self.pool.run(self.node, f"rm -rf {self.dir}", timeout=15)
         except SparkControlError:
             pass
+
+
+def _find_script(jobs_dir: str) -> str:
+    # Per job with a meta.json: id, exit status (- if none), alive (its process group answers
+    # `kill -s 0`), killed mark, the meta on one line. Alive is read BEFORE the exit file, and a job
+    # seen neither alive nor ended is looked at again a second later: its waiter may have been
+    # about to write the exit status.
+    return (f'cd {jobs_dir} 2>/dev/null || exit 0; for j in *; do [ -f "$j/meta.json" ] || continue; '
+            'a=0; p=$(cat "$j/pid" 2>/dev/null) && kill -s 0 -- "-$p" 2>/dev/null && a=1; '
+            'e=$(cat "$j/exit" 2>/dev/null); '
+            'if [ -z "$e" ] && [ $a = 0 ]; then sleep 1; e=$(cat "$j/exit" 2>/dev/null); fi; '
+            'k=0; [ -e "$j/killed" ] && k=1; '
+            'printf "%s\\t%s\\t%s\\t%s\\t" "$j" "${e:--}" "$a" "$k"; '
+            f'head -c {_META_MAX_BYTES} "$j/meta.json" | tr -d "\\n"; echo; done; true')
+
+
+def parse_found(stdout: str) -> list[FoundJob]:
+    """`_find_script`'s output; lines that are not a well-formed job of this app are skipped."""
+    found = []
+    for line in stdout.splitlines():
+        fields = line.split("\t", 4)
+        if len(fields) != 5 or not _JOB_ID.fullmatch(fields[0]):
+            continue
+        job_id, exit_text, alive, killed, meta = fields
+        exit_status = int(exit_text) if exit_text.lstrip("-").isdigit() else None
+        found.append(FoundJob(job_id, meta, exit_status, alive == "1", killed == "1"))
+    return found
+
+
+async def find_jobs(pool: NodePool, node: str, jobs_dir: str = _JOBS_DIR) -> list[FoundJob]:
+    """Every job on `node` that was started with `meta` (whatever its state). Raises the pool's
+    errors (NodeUnreachable...) when the node cannot be asked."""
+    result = await pool.run(node, _find_script(jobs_dir), timeout=30)
+    return parse_found(result.stdout)

@@ -1,0 +1,228 @@
+"""Downloads outlive the app: stop the app process (not the node) mid-download, start a new one
+against the same simulated Sparks, and the download is listed again, with live progress, and
+ends as it would have (done, or failed with the tool's reason), its jobs then cleaned off the
+node. Plus the reading of a job's meta.json, which came from a node and is checked again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+
+import httpx
+import pytest
+
+from app.download_reattach import adoptable, job_meta
+from app.remote_job import FoundJob
+from conftest import RunningApp, wait_until
+
+TOKEN = "hf_sparkRestartTokenDoNotLeak" + uuid.uuid4().hex[:12]
+JOBS = "$HOME/.cache/spark-control/jobs"
+HUB = "$HOME/.cache/huggingface/hub"
+
+
+def env(sim_cluster) -> dict[str, str]:
+    return {**sim_cluster.app_env(), "HF_TOKEN": TOKEN, "DEEP_HEALTH_INTERVAL_S": "0"}
+
+
+def unique_repo(name: str) -> str:
+    return f"sparksim/{name}-{uuid.uuid4().hex[:8]}"
+
+
+def download(app: RunningApp, download_id: str) -> dict | None:
+    r = app.get(f"/api/downloads/{download_id}")
+    return r.json() if r.status_code == 200 else None
+
+
+def bytes_done(app: RunningApp, download_id: str) -> int:
+    return ((download(app, download_id) or {}).get("progress") or {}).get("bytes_done") or 0
+
+
+def events_until_end(app: RunningApp, download_id: str, timeout: float = 60) -> list[dict]:
+    with httpx.stream("GET", f"{app.url}/api/downloads/{download_id}/events", timeout=timeout) as response:
+        return [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def job_files(sim_cluster, node: str, download_id: str) -> str:
+    return sim_cluster.ssh(node, f"ls -d {JOBS}/{download_id}* 2>/dev/null").stdout
+
+
+def hf_running(sim_cluster, repo: str) -> bool:
+    user = sim_cluster.node("spark1").user
+    return bool(sim_cluster.ssh("spark1", f"pgrep -u {user} -f '[s]parksim.hf_cli download {repo}'").stdout.strip())
+
+
+def freeze(app: RunningApp) -> None:
+    """The first half of a crash at a moment of the test's choosing: frozen at once (it polls no
+    more, so it cannot see the job end), killed later."""
+    os.kill(app.proc.pid, signal.SIGSTOP)
+
+
+def kill(app: RunningApp) -> None:
+    app.proc.send_signal(signal.SIGKILL)
+    app.proc.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_a_download_running_when_the_app_stops_is_found_again_and_finishes(sim_cluster, start_app):
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("slow")  # the simulated Hub takes 30 s for it
+    started = first.post("/api/downloads", json={"repo_id": repo}).json()
+    wait_until(lambda: bytes_done(first, started["id"]), 30, message="bytes arriving")
+    before = first.get(f"/api/downloads/{started['id']}").json()
+    meta = sim_cluster.ssh("spark1", f"cat {JOBS}/{started['id']}d/meta.json").stdout
+    first.stop()  # SIGTERM: a graceful stop detaches, it does not cancel
+
+    assert hf_running(sim_cluster, repo), "stopping the app must leave the transfer running on the node"
+    assert json.loads(meta)["repo_id"] == repo and TOKEN not in meta
+
+    second = start_app(env(sim_cluster))
+    found = wait_until(lambda: download(second, started["id"]), 20, message="the download listed by the new app")
+    assert found["state"] == "downloading", found
+    assert "found running on the node after spark-control restarted" in found["message"]
+    for key in ("repo_id", "node", "copy_to", "created", "revision", "include"):
+        assert found[key] == before[key], key
+    listed = [d["id"] for d in second.get("/api/downloads").json()["downloads"]]
+    assert listed.count(started["id"]) == 1
+
+    # Live progress: it catches up with what the job did while nobody watched, then keeps rising.
+    first_seen = wait_until(lambda: bytes_done(second, started["id"]), 10, message="progress after the restart")
+    assert first_seen >= before["progress"]["bytes_done"]
+    events = events_until_end(second, started["id"])
+    states = [e["state"] for e in events if e["kind"] == "state"]
+    assert states == ["downloading", "copying", "verifying", "done"], [e.get("message") for e in events]
+    counts = [e["bytes_done"] for e in events if e["kind"] == "progress" and e["phase"] == "downloading"]
+    assert len(set(counts)) >= 4 and counts == sorted(counts), counts
+    copying = [e for e in events if e["kind"] == "progress" and e["phase"] == "copying"]
+    assert copying and copying[-1]["where"] == "spark1->spark2"
+
+    done = second.get(f"/api/downloads/{started['id']}").json()
+    assert done["state"] == "done" and done["message"] == f"{repo} is complete on spark1, spark2"
+    assert {v["node"]: v["complete"] for v in done["verification"]} == {"spark1": True, "spark2": True}
+    assert done["snapshot"] and len(done["snapshot"]) == 40
+    wait_until(lambda: job_files(sim_cluster, "spark1", started["id"]) == "", 10, message="its job dirs removed")
+    assert TOKEN not in second.get("/api/downloads").text and TOKEN not in second.log()
+
+
+@pytest.mark.integration
+def test_a_download_that_ends_while_the_app_is_down_shows_done(sim_cluster, start_app):
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("model")  # about 2 s
+    started = first.post("/api/downloads", json={"repo_id": repo, "copy_to": []}).json()
+    wait_until(lambda: bytes_done(first, started["id"]), 10, interval=0.05, message="bytes arriving")
+    freeze(first)
+    assert job_files(sim_cluster, "spark1", started["id"]), "the frozen app had already finished it"
+    wait_until(lambda: sim_cluster.ssh("spark1", f"cat {JOBS}/{started['id']}d/exit").stdout.strip() == "0", 20,
+               message="hf finishing on the node while the app is down")
+    kill(first)
+    # Not ours (no meta.json), or ours but not valid (a repo id no user could have sent): left alone, never listed.
+    strangers = f"{JOBS}/otherjob1 {JOBS}/abcdef012345d"
+    bad = json.dumps({"kind": "spark-control-download", "download_id": "abcdef012345", "node": "spark1",
+                      "repo_id": "org/x;id", "include": [], "copy_to": []})
+    sim_cluster.ssh("spark1", f"mkdir -p {strangers} && printf '%s' '{bad}' > {JOBS}/abcdef012345d/meta.json",
+                    check=True)
+
+    second = start_app(env(sim_cluster))
+    found = wait_until(lambda: download(second, started["id"]), 20, message="the download listed by the new app")
+    assert found["repo_id"] == repo and found["created"] == started["created"]
+    events = events_until_end(second, started["id"])
+    states = [(e["state"], e["message"]) for e in events if e["kind"] == "state"]
+    assert states[0] == ("downloading", f"downloading {repo} on spark1 (it ended while spark-control was not running)")
+    assert [s for s, _ in states] == ["downloading", "verifying", "done"], states
+    done = second.get(f"/api/downloads/{started['id']}").json()
+    assert done["state"] == "done" and done["verification"][0]["complete"] is True
+    assert done["progress"]["bytes_done"] == done["progress"]["bytes_total"] > 3_000_000
+    listed = [d["repo_id"] for d in second.get("/api/downloads").json()["downloads"]]
+    assert listed.count(repo) == 1 and second.get("/api/downloads/abcdef012345").status_code == 404
+    assert "job abcdef012345d on spark1: its meta.json cannot be used (Invalid repo_id" in second.log()
+    wait_until(lambda: job_files(sim_cluster, "spark1", started["id"]) == "", 10, message="its job dir removed")
+    assert sim_cluster.ssh("spark1", f"ls -d {strangers}").returncode == 0
+    sim_cluster.ssh("spark1", f"rm -rf {strangers}")
+
+
+@pytest.mark.integration
+def test_a_download_that_fails_while_the_app_is_down_shows_failed_with_the_reason(sim_cluster, start_app):
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("slow")
+    blobs = f"{HUB}/models--{repo.replace('/', '--')}/blobs"
+    started = first.post("/api/downloads", json={"repo_id": repo, "copy_to": []}).json()
+    wait_until(lambda: bytes_done(first, started["id"]), 30, message="bytes arriving")
+    kill(first)
+    assert hf_running(sim_cluster, repo)
+    # The cache turns read-only under it: hf fails when it next creates or renames a blob.
+    sim_cluster.ssh("spark1", f"chmod 555 {blobs}", check=True)
+    try:
+        wait_until(lambda: sim_cluster.ssh("spark1", f"cat {JOBS}/{started['id']}d/exit").stdout.strip(), 30,
+                   message="hf failing on the node while the app is down")
+
+        second = start_app(env(sim_cluster))
+        found = wait_until(lambda: (d := download(second, started["id"])) and d["state"] in ("failed", "done") and d,
+                           20, message="the download listed, ended")
+        assert found["state"] == "failed", found
+        assert found["message"].startswith("hf download on spark1 failed (exit status 1): "), found["message"]
+        assert "Permission denied" in found["message"] and "trust each other" not in found["message"]
+        wait_until(lambda: job_files(sim_cluster, "spark1", started["id"]) == "", 10, message="its job dir removed")
+    finally:
+        sim_cluster.ssh("spark1", f"chmod 755 {blobs}")
+
+
+def _found(job_id: str, meta: dict | str, exit_status: int | None = None) -> FoundJob:
+    return FoundJob(job_id, meta if isinstance(meta, str) else json.dumps(meta), exit_status, exit_status is None,
+                    False)
+
+
+def test_meta_read_back_picks_the_latest_step_and_refuses_what_is_not_a_valid_download():
+    nodes = {"spark1", "spark2"}
+    good = json.loads(job_meta(download_id="0123456789ab", repo_id="org/model", revision=None, include=["*.json"],
+                               node="spark1", copy_to=["spark2"], created=1.5, snapshot="a" * 40, copy_index=0))
+    assert good["target_dir"] == "~/.cache/huggingface/hub/models--org--model" and good["step"] == "copy"
+    found = [_found("0123456789abd", good, 0), _found("0123456789abc0", good),
+             _found("ffffffffffffd", {**good, "download_id": "ffffffffffff", "repo_id": "org/x;touch /tmp/pwn"}),
+             _found("eeeeeeeeeeeed", {**good, "download_id": "eeeeeeeeeeee", "copy_to": ["spark9"]}),
+             _found("ddddddddddddd", "not json"), _found("notadownload1", good),
+             _found("ccccccccccccd", {**good, "download_id": "cccccccccccc"})]
+    result, problems = adoptable("spark1", found, nodes, known={"cccccccccccc"})
+    assert len(result) == 1
+    a = result[0]
+    assert (a.id, a.repo_id, a.copy_index, a.job_ids) == ("0123456789ab", "org/model", 0,
+                                                           ["0123456789abd", "0123456789abc0"])
+    assert a.current.job_id == "0123456789abc0" and a.snapshot == "a" * 40 and a.created == 1.5
+    assert len(problems) == 2
+    assert "ffffffffffffd" in problems[0] and "repo_id" in problems[0]
+    assert "eeeeeeeeeeeed" in problems[1] and "spark9" in problems[1]
+    # A job on another node than the one its meta names is not adopted there.
+    assert adoptable("spark2", found[:2], nodes, known=set())[0] == []
+
+
+@pytest.mark.integration
+def test_a_job_killed_by_a_cancel_or_gone_with_a_reboot_while_the_app_is_down(sim_cluster, start_app):
+    ended = {"cancelled", "failed", "done"}
+
+    def start_slow_then_crash(app: RunningApp) -> tuple[str, str]:
+        download_id = app.post("/api/downloads", json={"repo_id": unique_repo("slow"), "copy_to": []}).json()["id"]
+        wait_until(lambda: bytes_done(app, download_id), 30, message="bytes arriving")
+        kill(app)
+        return download_id, f"{JOBS}/{download_id}d"
+
+    def ended_in(app: RunningApp, download_id: str) -> dict:
+        return wait_until(lambda: (d := download(app, download_id)) and d["state"] in ended and d, 20,
+                          message=f"{download_id} listed by the new app, ended")
+
+    # A cancel the old app sent (the `killed` mark, SIGTERM to the group) but did not see through.
+    cancelled_id, job = start_slow_then_crash(start_app(env(sim_cluster)))
+    sim_cluster.ssh("spark1", f': > {job}/killed && kill -s TERM -- "-$(cat {job}/pid)"', check=True)
+    second = start_app(env(sim_cluster))
+    cancelled = ended_in(second, cancelled_id)
+    assert cancelled["state"] == "cancelled" and cancelled["message"].startswith("cancelled while downloading")
+    assert cancelled["partial_files"] and cancelled["partial_files"][0]["name"].endswith(".incomplete")
+
+    # Its processes, waiter included, vanish without an exit status (as in a node reboot).
+    lost_id, job = start_slow_then_crash(second)
+    sim_cluster.ssh("spark1", f"p=$(cat {job}/pid) && kill -s KILL $(ps -o ppid= -p $p) && kill -s KILL -- -$p",
+                    check=True)  # the waiter (the group leader's parent), then the group
+    assert sim_cluster.ssh("spark1", f"cat {job}/exit").returncode != 0
+    lost = ended_in(start_app(env(sim_cluster)), lost_id)
+    assert lost["state"] == "failed" and "stopped without recording how it ended" in lost["message"], lost
+    for download_id in (cancelled_id, lost_id):
+        wait_until(lambda: job_files(sim_cluster, "spark1", download_id) == "", 10, message="job dirs removed")
