@@ -12,7 +12,12 @@ format asked for, or as SSE events with `stream=true`.
 Refused before anything is sent: a file over AUDIO_MAX_BYTES (413), something that is not
 audio by its first bytes (400), bad fields (400). A needed service that is not running: 503
 naming what to start. A service that fails: 502 naming it (its 4xx about the request, e.g. an
-unknown language, keep their status). Errors are OpenAI-shaped.
+unknown language, keep their status). Errors are OpenAI-shaped. A Whisper replica (or a service
+of the kind) that refuses the connection hands the request to the next one (app/upstream_retry.py).
+
+The dashboard's Audio panel posts the same form to `/api/dashboard/audio/transcriptions`: the
+same handler, guarded like the rest of /api (same origin only) rather than by PROXY_API_KEYS,
+so the page works with keys set without ever holding one.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
+from prometheus_client import Counter
 from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -37,6 +43,7 @@ from app.audio_merge import _merge_words_with_speakers, words_from_segments
 from app.errors import (InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, SparkControlError,
                         UpstreamFailed, error_response)
 from app.swap import State
+from app.upstream_retry import CONNECT_FAILURES, first_that_connects, tried
 
 PATH = "/v1/audio/transcriptions"
 DIARIZATION_PATH = "/v1/audio/diarization"
@@ -208,11 +215,16 @@ async def _fields(form, limit: int) -> AudioRequest:
 class Target:
     """Who gets one half of the work."""
 
-    label: str      # in messages and metrics: `service whisper on spark1`, `model whisper-large-v3-turbo`
+    name: str       # in messages: `transcription service `whisper` on spark1`, `model `whisper-large-v3-turbo``
     metric: str     # the metrics' model label (a bounded set: catalog and service names)
     base_url: str
     model: str      # the `model` to send
     words: bool     # whether it gives word times (vLLM's Whisper gives segments only)
+    service: bool = False  # a side service (its cached health is dropped when it refuses a connect)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.base_url})"
 
 
 def _audio_deployments(lifecycle, model: str) -> list:
@@ -222,9 +234,10 @@ def _audio_deployments(lifecycle, model: str) -> list:
             if "audio" in d.capabilities and wanted in (n.lower() for n in routing.names_of(lifecycle, d))]
 
 
-def _model_target(upstream: routing.Upstream) -> Target:
-    return Target(label=f"model `{upstream.model}` ({upstream.base_url})", metric=upstream.model,
-                  base_url=upstream.base_url, model=upstream.served_name, words=False)
+def _model_targets(upstreams: list[routing.Upstream]) -> list[Target]:
+    """Every ready replica, the one whose turn it is first (the others take a refused connect)."""
+    return [Target(name=f"model `{u.model}`", metric=u.model, base_url=u.base_url, model=u.served_name, words=False)
+            for u in upstreams]
 
 
 def _catalog_audio_model(lifecycle, model: str) -> str | None:
@@ -265,23 +278,24 @@ def _start_hint(request: Request, kind: str) -> str:
     return "POST /api/services/<name>/start (GET /api/services lists them; docs/AUDIO_API.md)"
 
 
-def _service_target(endpoint, requested_model: str) -> Target:
-    return Target(label=f"{endpoint.kind} service `{endpoint.name}` on {endpoint.node} ({endpoint.base_url})",
-                  metric=endpoint.name, base_url=endpoint.base_url,
-                  model=getattr(endpoint, "model", None) or requested_model, words=True)
+def _service_targets(endpoints: list, requested_model: str) -> list[Target]:
+    """Every running, healthy service of the kind, in catalog order: the first is asked, the
+    others only when it refuses the connection."""
+    return [Target(name=f"{e.kind} service `{e.name}` on {e.node}", metric=e.name, base_url=e.base_url,
+                   model=getattr(e, "model", None) or requested_model, words=True, service=True) for e in endpoints]
 
 
-async def transcription_target(request: Request, model: str) -> Target:
-    """A running audio model that `model` names (vLLM), else a transcription service, else an
-    audio model on its way (waited for), else 503."""
+async def transcription_targets(request: Request, model: str) -> list[Target]:
+    """The ready replicas of a running audio model that `model` names (vLLM), else the transcription
+    services, else an audio model on its way (waited for), else 503."""
     state = request.app.state
     lifecycle = state.lifecycle
     replicas = _audio_deployments(lifecycle, model)
-    if any(d.state == State.READY for d in replicas):  # the ready replica whose turn it is
-        return _model_target((await routing.resolve(lifecycle, model, capability="audio", wait_s=0))[0])
+    if any(d.state == State.READY for d in replicas):
+        return _model_targets(await routing.resolve(lifecycle, model, capability="audio", wait_s=0))
     endpoints = await _service_endpoints(request, "transcription")
     if endpoints:
-        return _service_target(endpoints[0], model)
+        return _service_targets(endpoints, model)
     if any(d.state in (State.STARTING, State.LOADING) for d in replicas):
         # The Whisper model is on its way (a swap): wait for it, as the other gateways do.
         try:
@@ -290,7 +304,7 @@ async def transcription_target(request: Request, model: str) -> Target:
         except SparkControlError as exc:
             raise ServiceUnavailable(f"No transcription service is running, and {exc.message}", field="model",
                                      code="service_unavailable") from None
-        return _model_target(upstreams[0])
+        return _model_targets(upstreams)
     launch = _catalog_audio_model(lifecycle, model)
     or_launch = f", or launch {launch} (POST /api/models/{launch}/launch)" if launch else ""
     raise ServiceUnavailable(f"No transcription service is running (and `{model}` is not a running audio model): "
@@ -298,13 +312,13 @@ async def transcription_target(request: Request, model: str) -> Target:
                              code="service_unavailable")
 
 
-async def diarization_target(request: Request, why: str) -> Target:
+async def diarization_targets(request: Request, why: str) -> list[Target]:
     endpoints = await _service_endpoints(request, "diarization")
     if not endpoints:
         raise ServiceUnavailable(f"No diarization service is running (needed for {why}): start one with "
                               f"{_start_hint(request, 'diarization')}, or ask for another response_format.",
                          code="service_unavailable")
-    return _service_target(endpoints[0], "")
+    return _service_targets(endpoints, "")
 
 
 # --------------------------------------------------------------------------- calling them
@@ -324,41 +338,82 @@ def _upstream_message(response: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
-async def _post(http: httpx.AsyncClient, target: Target, path: str, audio: AudioRequest,
-                data: dict[str, Any]) -> dict[str, Any]:
-    files = {"file": (audio.filename, audio.audio, audio.content_type)}
+@dataclass(frozen=True)
+class Calls:
+    """What posting to the targets needs beside the request: the client, the retries counter,
+    and who hears that a service refused a connect (the registry's health cache)."""
+
+    http: httpx.AsyncClient
+    retries: Counter
+    refused: Callable[[Target], None]
+
+
+def _calls(state) -> Calls:
+    forget = getattr(getattr(state, "services", None), "connect_failed", None)
+
+    def refused(target: Target) -> None:
+        if target.service and forget is not None:
+            forget(target.base_url)
+
+    return Calls(state.http, state.metrics.retries, refused)
+
+
+def _unreachable(targets: list[Target]) -> str:
+    if len(targets) == 1:
+        return targets[0].label
+    return f"{' / '.join(dict.fromkeys(t.name for t in targets))} at {tried([t.base_url for t in targets])}"
+
+
+async def _post(calls: Calls, targets: list[Target], path: str, audio: AudioRequest,
+                data: dict[str, Any]) -> tuple[Target, dict[str, Any]]:
+    """(the target that answered, its JSON). A refused connect moves on to the next target
+    (app/upstream_retry.py); the multipart body is built again from the bytes for each one."""
+    async def send(target: Target) -> httpx.Response:
+        files = {"file": (audio.filename, audio.audio, audio.content_type)}
+        try:
+            return await calls.http.post(target.base_url.rstrip("/") + path, data=data, files=files,
+                                         timeout=_TIMEOUT)
+        except CONNECT_FAILURES:
+            raise
+        except httpx.HTTPError as exc:  # the request may have reached it: never sent elsewhere
+            raise UpstreamFailed(f"The {target.label} did not answer: {type(exc).__name__}.",
+                                 code="upstream_unreachable") from None
+
     try:
-        response = await http.post(target.base_url.rstrip("/") + path, data=data, files=files, timeout=_TIMEOUT)
-    except httpx.HTTPError as exc:
-        raise UpstreamFailed(f"The {target.label} did not answer: {type(exc).__name__}.",
+        target, response = await first_that_connects(targets, send, retries=calls.retries,
+                                                     labels=lambda t: (t.metric, t.base_url),
+                                                     on_connect_failure=calls.refused)
+    except CONNECT_FAILURES as exc:
+        raise UpstreamFailed(f"The {_unreachable(targets)} did not answer: {type(exc).__name__}.",
                              code="upstream_unreachable") from None
     if response.status_code != 200:
         status = response.status_code if response.status_code in _CLIENT_ERRORS else 502
         raise UpstreamFailed(f"The {target.label} answered {response.status_code}: {_upstream_message(response)}",
                              status=status)
     try:
-        return response.json()
+        return target, response.json()
     except ValueError:
         raise UpstreamFailed(f"The {target.label} answered 200 with something that is not JSON: "
                              f"{response.text[:200]!r}.") from None
 
 
-async def transcribe(http: httpx.AsyncClient, target: Target, audio: AudioRequest) -> Transcript:
-    data: dict[str, Any] = {"model": target.model, "response_format": "verbose_json",
-                            "timestamp_granularities[]": ["word", "segment"] if target.words else ["segment"]}
+async def transcribe(calls: Calls, targets: list[Target], audio: AudioRequest) -> Transcript:
+    first = targets[0]  # every target is the same model or the same kind of service
+    data: dict[str, Any] = {"model": first.model, "response_format": "verbose_json",
+                            "timestamp_granularities[]": ["word", "segment"] if first.words else ["segment"]}
     for name in ("language", "prompt", "temperature"):
         if getattr(audio, name) is not None:
             data[name] = str(getattr(audio, name))
     try:
-        body = await _post(http, target, PATH, audio, data)
+        target, body = await _post(calls, targets, PATH, audio, data)
     except UpstreamFailed as exc:
-        if target.words or exc.status != 400:
+        if first.words or exc.status != 400:
             raise
         # A vLLM too old for verbose_json refuses it: its plain text is still a transcript (speakers
         # are then shared over it by time, as one segment over the whole audio).
         data["response_format"] = "json"
         del data["timestamp_granularities[]"]
-        body = await _post(http, target, PATH, audio, data)
+        target, body = await _post(calls, targets, PATH, audio, data)
     try:
         return Transcript.from_response(body)
     except UnusableTranscript as exc:
@@ -384,25 +439,25 @@ def turns_from_response(body: Any) -> Diarization:
     return Diarization(turns, float(duration) if isinstance(duration, (int, float)) else None)
 
 
-async def diarize(http: httpx.AsyncClient, target: Target, audio: AudioRequest) -> Diarization:
+async def diarize(calls: Calls, targets: list[Target], audio: AudioRequest) -> Diarization:
     data: dict[str, Any] = {"num_speakers": str(audio.num_speakers)} if audio.num_speakers else {}
     if audio.known_speaker_names:
         data["known_speaker_names[]"] = list(audio.known_speaker_names)
         data["known_speaker_references[]"] = list(audio.known_speaker_references)
-    body = await _post(http, target, DIARIZATION_PATH, audio, data)
+    target, body = await _post(calls, targets, DIARIZATION_PATH, audio, data)
     try:
         return turns_from_response(body)
     except UnusableTranscript as exc:
         raise UpstreamFailed(f"The {target.label} answered with no usable speaker turns: {exc}.") from None
 
 
-async def _both(http: httpx.AsyncClient, transcriber: Target, diarizer: Target | None,
+async def _both(calls: Calls, transcribers: list[Target], diarizers: list[Target] | None,
                 audio: AudioRequest) -> tuple[Transcript, Diarization | None]:
     """Both requests at once; the first failure cancels the other."""
     try:
         async with asyncio.TaskGroup() as group:
-            text_task = group.create_task(transcribe(http, transcriber, audio))
-            turns_task = group.create_task(diarize(http, diarizer, audio)) if diarizer else None
+            text_task = group.create_task(transcribe(calls, transcribers, audio))
+            turns_task = group.create_task(diarize(calls, diarizers, audio)) if diarizers else None
     except* SparkControlError as failed:
         raise failed.exceptions[0] from None
     return text_task.result(), turns_task.result() if turns_task else None
@@ -439,22 +494,26 @@ def _answer(audio: AudioRequest, transcript: Transcript, diarization: Diarizatio
 
 
 async def transcriptions(request: Request) -> Response:
-    refused = llm_proxy.check_api_key(request)
-    if refused is not None:
-        return refused
+    """`POST /v1/audio/transcriptions`: for apps, so the key check of PROXY_API_KEYS comes first."""
+    return llm_proxy.check_api_key(request) or await transcribe_request(request)
+
+
+async def transcribe_request(request: Request) -> Response:
+    """One transcription request, whoever is let in: apps with a key (above) or the dashboard's
+    same-origin `POST /api/dashboard/audio/transcriptions` (CSRF-guarded, no key in the page)."""
     state = request.app.state
     try:
         audio = await parse_request(request, state.settings.audio_max_bytes)
-        transcriber = await transcription_target(request, audio.model)
+        transcribers = await transcription_targets(request, audio.model)
         why = "response_format=diarized_json" if audio.response_format == "diarized_json" else "diarize=true"
-        diarizer = await diarization_target(request, why) if audio.diarize else None
+        diarizers = await diarization_targets(request, why) if audio.diarize else None
     except SparkControlError as exc:
         return error_response(exc)
-    route = state.metrics.route(transcriber.metric, PATH)
+    route = state.metrics.route(transcribers[0].metric, PATH)
     started = time.perf_counter()
     route.in_flight.inc()
     try:
-        transcript, diarization = await _both(state.http, transcriber, diarizer, audio)
+        transcript, diarization = await _both(_calls(state), transcribers, diarizers, audio)
         response = await asyncio.to_thread(_answer, audio, transcript, diarization)  # a long merge stays off the loop
     except SparkControlError as exc:
         route.error(exc.source).inc()
@@ -471,4 +530,8 @@ def build_router() -> APIRouter:
     router.add_api_route(PATH, transcriptions, methods=["POST"],
                          summary="OpenAI audio transcriptions (json, text, srt, vtt, verbose_json, diarized_json, "
                                  "stream), with speakers from a diarization service")
+    # The dashboard's Audio panel: the same handler, same-origin only (the CSRF guard), no key to send.
+    router.add_api_route("/api/dashboard/audio/transcriptions", transcribe_request, methods=["POST"],
+                         summary="The dashboard's audio upload: POST /v1/audio/transcriptions without the API key, "
+                                 "same-origin only")
     return router

@@ -23,7 +23,8 @@ from app.errors import SparkControlError
 from app.metrics import GatewayMetrics, RouteMetrics
 from app.openai_errors import openai_error_response, sse_error_event
 from app.swap import State
-from app.upstream_http import ConnectError, ConnectTimeout, UpstreamError, UpstreamPool, UpstreamResponse
+from app.upstream_http import UpstreamError, UpstreamPool, UpstreamResponse
+from app.upstream_retry import first_that_connects, tried
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Per phase: a model server that does not accept a connection within seconds is down; one that
@@ -98,17 +99,11 @@ async def relay(request: Request, path: str, capability: str, *, check_payload: 
 
 async def _post_to_a_replica(pool: UpstreamPool, metrics: GatewayMetrics, upstreams: list[routing.Upstream],
                              path: str, body: bytes, stream: bool) -> tuple[routing.Upstream, UpstreamResponse]:
-    """Post to the first replica that accepts the connection. Only a failed connect moves on to the
-    next: nothing reached that server, so the request cannot have run twice."""
-    for attempt, upstream in enumerate(upstreams):
-        try:
-            return upstream, await pool.post(upstream.base_url, path, body,
-                                             read_timeout_s=None if stream else _NON_STREAM_READ_TIMEOUT_S)
-        except (ConnectError, ConnectTimeout):
-            if attempt + 1 == len(upstreams):
-                raise
-            metrics.retries.labels(upstream.model, upstream.base_url).inc()
-    raise AssertionError("no upstreams")  # resolve() never answers with none
+    """Post to the first replica that accepts the connection (app/upstream_retry.py)."""
+    read_timeout_s = None if stream else _NON_STREAM_READ_TIMEOUT_S
+    return await first_that_connects(
+        upstreams, lambda upstream: pool.post(upstream.base_url, path, body, read_timeout_s=read_timeout_s),
+        retries=metrics.retries, labels=lambda upstream: (upstream.model, upstream.base_url))
 
 
 async def _forward(pool: UpstreamPool, metrics: GatewayMetrics, upstreams: list[routing.Upstream],
@@ -132,8 +127,7 @@ async def _forward(pool: UpstreamPool, metrics: GatewayMetrics, upstreams: list[
         route.in_flight.dec()
         route.error("upstream").inc()
         route.requests("502").inc()
-        where = upstream.base_url if len(upstreams) == 1 else \
-            f"{', '.join(u.base_url for u in upstreams)} (every replica tried)"
+        where = tried([u.base_url for u in upstreams])
         return openai_error_response(502, f"The model server for `{model}` at {where} did not answer: "
                                           f"{type(exc).__name__}.", source="upstream", code="upstream_unreachable")
     except BaseException:

@@ -3,6 +3,7 @@ on the way out, and the bare transformation for apps that only want that.
 
     POST /redact/v1/chat/completions, /redact/v1/completions   (streamed or not)
     POST /api/redact, /api/unredact, DELETE /api/redact/conversations/{id}
+    POST /api/dashboard/redact, /api/dashboard/unredact   (the playground's: same handlers, no key)
 
 Every text of a request (app/redaction/payload.py) is detected in one batch and replaced by the
 conversation's placeholders before anything leaves; if detection or the map store fails the
@@ -305,6 +306,19 @@ def build_router() -> APIRouter:
     @router.post("/api/unredact", summary="Restore a conversation's placeholders in a text")
     async def unredact(request: Request, body: UnredactRequest) -> Response:
         return llm_proxy.check_api_key(request) or await _unredact(request, body)
+
+    # The dashboard's Redaction playground: the same handlers without the key check, so the page
+    # works with PROXY_API_KEYS set and holds no key. Not under the CSRF-exempt prefixes
+    # (/api/redact, /api/unredact): only the dashboard's own origin may call them.
+    @router.post("/api/dashboard/redact", summary="The Redaction playground's POST /api/redact: no API key, "
+                                                  "same-origin only")
+    async def dashboard_redact(request: Request, body: RedactRequest) -> Response:
+        return await _redact(request, body)
+
+    @router.post("/api/dashboard/unredact", summary="The Redaction playground's POST /api/unredact: no API key, "
+                                                    "same-origin only")
+    async def dashboard_unredact(request: Request, body: UnredactRequest) -> Response:
+        return await _unredact(request, body)
 
     @router.delete("/api/redact/conversations/{conversation_id}",
                    summary="Forget a redaction conversation and its placeholders now")

@@ -10,7 +10,11 @@ service's health path answers:
     stopped   no container (or it exited with 0)
 
 `app.state.services.endpoints(kind)` is what the audio gateway (and deep health) use to find
-running, healthy services of a kind.
+running, healthy services of a kind. It is asked on every audio request, so its answers are
+cached briefly: `docker ps` for _SCAN_TTL_S, each health answer for _HEALTH_TTL_S (one probe
+per service per window, shared by the requests that arrive meanwhile). A start or stop drops
+both; a gateway that could not connect to a service drops its health answer (connect_failed),
+so the next request probes it again instead of trusting the cache.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _SCAN_TTL_S = 2.0        # endpoints() is called per gateway request: one `docker ps` per node per TTL
 _HEALTH_TIMEOUT_S = 3.0
+# A service that went down is offered to the gateways for at most this long (less when a request
+# to it is refused first); a burst of requests costs one health probe per service per window.
+_HEALTH_TTL_S = 3.0
 _STOP_TIMEOUT_S = 10
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -75,6 +82,11 @@ async def probe_health(http: httpx.AsyncClient, url: str, timeout: float = _HEAL
     return Health(response.status_code == 200, response.status_code, latency, detail)
 
 
+def _usable(answer: asyncio.Future) -> bool:
+    """A probe still running or answered; not one cancelled (shutdown) or broken (asked again)."""
+    return not answer.done() or (not answer.cancelled() and answer.exception() is None)
+
+
 class ServiceManager:
     """Owns the services catalog's containers on the nodes. Lives in the app's lifespan."""
 
@@ -84,6 +96,8 @@ class ServiceManager:
         self.http = http
         self.settings = settings
         self._scan: tuple[float, list[sc.ServiceContainer]] | None = None
+        # (base_url, health path) -> (when the probe started, its answer: a task while it runs)
+        self._health: dict[tuple[str, str], tuple[float, asyncio.Future[Health]]] = {}
         self._busy: set[str] = set()
 
     # ------------------------------------------------------------------ reading the nodes
@@ -123,7 +137,9 @@ class ServiceManager:
             out["state"] = "stopped" if code == 0 else "failed"
             out["detail"] = f"container {container.status or container.state}; see its logs"
             return out
+        started = time.monotonic()
         health = await probe_health(self.http, url + entry.health)
+        self._remember(url, entry.health, started, health)  # what the dashboard shows, the gateways use
         out["health"] = asdict(health)
         age = time.time() - container.started if container.started else 0.0
         if health.ok:
@@ -153,8 +169,34 @@ class ServiceManager:
                       for entry in self.catalog.entries(kind) for c in containers
                       if c.service == entry.name and c.state == "running"]
         paths = {entry.name: entry.health for entry in self.catalog.entries(kind)}
-        healths = await asyncio.gather(*(probe_health(self.http, e.base_url + paths[e.name]) for e in candidates))
+        healths = await asyncio.gather(*(self._cached_health(e.base_url, paths[e.name]) for e in candidates))
         return [endpoint for endpoint, health in zip(candidates, healths) if health.ok]
+
+    async def _cached_health(self, base_url: str, path: str) -> Health:
+        """The service's health answer of the last _HEALTH_TTL_S, else a new probe; requests that
+        come while a probe runs wait for that one instead of sending their own."""
+        key = (base_url, path)
+        now = time.monotonic()
+        cached = self._health.get(key)
+        if cached is None or now - cached[0] >= _HEALTH_TTL_S or not _usable(cached[1]):
+            cached = self._health[key] = (now, asyncio.ensure_future(probe_health(self.http, base_url + path)))
+        # Shielded: a client that goes away must not cancel the probe the other requests wait for.
+        return await asyncio.shield(cached[1])
+
+    def _remember(self, base_url: str, path: str, started: float, health: Health) -> None:
+        answered: asyncio.Future[Health] = asyncio.get_running_loop().create_future()
+        answered.set_result(health)
+        self._health[(base_url, path)] = (started, answered)
+
+    def connect_failed(self, base_url: str) -> None:
+        """A gateway could not connect to `base_url`: its cached health answer no longer counts."""
+        for key in [k for k in self._health if k[0] == base_url]:
+            del self._health[key]
+
+    def _forget_scans(self) -> None:
+        """After a start or stop: the next endpoints() sees the nodes and the services as they are now."""
+        self._scan = None
+        self._health.clear()
 
     # ------------------------------------------------------------------ operations
 
@@ -177,7 +219,7 @@ class ServiceManager:
                 raise Conflict(f"service {name!r} is already running on {running[0].node}; stop or restart it")
             await self.pool.run(node, remove_if_stopped_command(sc.container_name(name)), timeout=30, check=False)
             await self._run_container(entry, node)
-            self._scan = None
+            self._forget_scans()
         return await self.get(name)
 
     async def _run_container(self, entry: ServiceEntry, node: str) -> None:
@@ -201,7 +243,7 @@ class ServiceManager:
                 raise NotFound(f"service {name!r} is not running on any node; nothing to stop", field="service")
             for c in mine:
                 await self.pool.run(c.node, stop_command(c.name, _STOP_TIMEOUT_S), timeout=_STOP_TIMEOUT_S + 30)
-            self._scan = None
+            self._forget_scans()
         log.info("services: stopped %s", name)
         return await self.get(name)
 

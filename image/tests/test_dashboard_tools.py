@@ -106,7 +106,7 @@ def test_redaction_round_trip(app, pages):
         r"^Could not restore: no redaction conversation 'playground-2'"))
     page.set_viewport_size({"width": 390, "height": 844})
     assert no_horizontal_overflow(page)[0] <= 390
-    assert problems.unexpected(r"HTTP 404: .*/api/unredact$", r"status of 404") == [], problems.items
+    assert problems.unexpected(r"HTTP 404: .*/api/dashboard/unredact$", r"status of 404") == [], problems.items
 
 
 def test_audio_upload_503_then_a_diarized_transcript(app, sim_cluster, pages, small_wav):
@@ -151,4 +151,4 @@ def test_audio_upload_503_then_a_diarized_transcript(app, sim_cluster, pages, sm
     page.set_viewport_size({"width": 390, "height": 844})
     assert no_horizontal_overflow(page)[0] <= 390
     screenshot(panel, "audio-phone.png")
-    assert problems.unexpected(r"HTTP 503: .*/v1/audio/transcriptions$", r"status of 503") == [], problems.items
+    assert problems.unexpected(r"HTTP 503: .*/api/dashboard/audio/transcriptions$", r"status of 503") == [], problems.items

@@ -1,7 +1,8 @@
 /**
- * The Audio panel: upload a recording to the app's own OpenAI transcription endpoint
- * (POST /v1/audio/transcriptions, multipart), with an upload progress bar, and show the
- * transcript, as speaker turns (colored label, times) when speakers were asked for.
+ * The Audio panel: upload a recording to the app's own OpenAI transcription handler (multipart,
+ * at the dashboard's same-origin twin of POST /v1/audio/transcriptions, which needs no API key
+ * when PROXY_API_KEYS is set), with an upload progress bar, and show the transcript, as speaker
+ * turns (colored label, times) when speakers were asked for.
  *
  * XMLHttpRequest rather than api()/fetch: only it reports upload progress. Its errors become the
  * same ApiError with the app's readable message (a 503 names the service to start).

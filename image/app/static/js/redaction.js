@@ -1,7 +1,8 @@
 /**
  * The Redaction playground: what the redaction gateway would send a model (POST /api/redact),
  * with the placeholders highlighted and the count of distinct values per entity type, and the
- * way back (POST /api/unredact) on an answer the user may edit as a model would.
+ * way back (POST /api/unredact) on an answer the user may edit as a model would. Both through
+ * their dashboard twins (/api/dashboard/...): same handlers, no API key, same origin only.
  */
 
 import { api, readableError } from "./api.js";
