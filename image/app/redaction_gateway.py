@@ -234,13 +234,25 @@ def _upstream_error(message: str) -> bytes:
 
 
 # -- the bare transformation ----------------------------------------------------------------------
-async def _redact(request: Request, body: RedactRequest) -> Response:
+# The dashboard's twins need no key, and anything a browser sends curl can send too: they only
+# ever reach conversations of their own (ids with this prefix), never an app's.
+DASHBOARD_PREFIX = "dashboard-"
+
+
+def _dashboard_conversation(value: str | None) -> str | None:
+    if value is not None and not value.startswith(DASHBOARD_PREFIX):
+        raise InvalidInput(f"the playground only continues its own conversations (ids starting "
+                           f"{DASHBOARD_PREFIX!r}); leave conversation_id out to start one.", field="conversation_id")
+    return value
+
+
+async def _redact(request: Request, body: RedactRequest, prefix: str = "") -> Response:
     service = _service(request)
     if (body.text is None) == (body.texts is None):
         raise InvalidInput("send exactly one of `text` (a string) or `texts` (a list of strings).", field="text")
     texts = [body.text] if body.text is not None else body.texts
     entities = _entity_filter(body.entities)
-    conversation = _conversation_id(body.conversation_id, "conversation_id") or \
+    conversation = _conversation_id(body.conversation_id, "conversation_id") or prefix + \
         service.store.derive_conversation_id(_caller(request) + "redact\0" + (texts[0] if texts else ""))
     try:
         result = await service.run(service.redact, texts, conversation, entities)
@@ -254,10 +266,11 @@ async def _redact(request: Request, body: RedactRequest) -> Response:
     return JSONResponse(answer, headers={CONVERSATION_HEADER: conversation})
 
 
-async def _unredact(request: Request, body: UnredactRequest) -> Response:
+async def _unredact(request: Request, body: UnredactRequest, prefix: str = "") -> Response:
     service = _service(request)
     conversation = _conversation_id(body.conversation_id, "conversation_id")
-    table = await service.run(service.store.table, conversation)
+    # Another namespace's conversation reads as absent: its existence is not confirmed either.
+    table = await service.run(service.store.table, conversation) if conversation.startswith(prefix) else None
     if table is None:
         raise NotFound(f"no redaction conversation {conversation!r}: it was never used, was deleted, or expired "
                        "(REDACTION_TTL_S after its last use).", field="conversation_id")
@@ -309,16 +322,18 @@ def build_router() -> APIRouter:
 
     # The dashboard's Redaction playground: the same handlers without the key check, so the page
     # works with PROXY_API_KEYS set and holds no key. Not under the CSRF-exempt prefixes
-    # (/api/redact, /api/unredact): only the dashboard's own origin may call them.
+    # (/api/redact, /api/unredact), so browsers on other origins are refused; and since a client
+    # that is not a browser can call them too, they reach only the playground's own conversations.
     @router.post("/api/dashboard/redact", summary="The Redaction playground's POST /api/redact: no API key, "
-                                                  "same-origin only")
+                                                  "its own conversations only")
     async def dashboard_redact(request: Request, body: RedactRequest) -> Response:
-        return await _redact(request, body)
+        _dashboard_conversation(body.conversation_id)
+        return await _redact(request, body, DASHBOARD_PREFIX)
 
     @router.post("/api/dashboard/unredact", summary="The Redaction playground's POST /api/unredact: no API key, "
-                                                    "same-origin only")
+                                                    "its own conversations only")
     async def dashboard_unredact(request: Request, body: UnredactRequest) -> Response:
-        return await _unredact(request, body)
+        return await _unredact(request, body, DASHBOARD_PREFIX)
 
     @router.delete("/api/redact/conversations/{conversation_id}",
                    summary="Forget a redaction conversation and its placeholders now")

@@ -184,7 +184,10 @@ class SSHNode:
             # sshd refuses more than MaxSessions (10 by default) channels on one connection: short
             # commands queue for a slot here instead (long-lived streams are not counted).
             async with self._command_slots:
-                result = await asyncio.wait_for(conn.run(command, check=False, input=input), timeout=timeout)
+                # errors="replace": output cut at a byte offset (a job log read in pieces) can split a
+                # UTF-8 character; a strict decode would be a protocol error that drops the connection.
+                result = await asyncio.wait_for(conn.run(command, check=False, input=input, errors="replace"),
+                                                timeout=timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise NodeTimeout(f"{self.name}: no answer within {timeout:g} s", node=self.name) from exc
         except asyncssh.ChannelOpenError as exc:  # the connection is fine; this one channel was refused

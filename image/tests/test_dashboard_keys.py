@@ -88,6 +88,34 @@ def test_dashboard_routes_refuse_other_origins(app, small_wav):
     assert not_audio.status_code == 400, not_audio.text
 
 
+def test_dashboard_routes_never_reach_an_apps_conversation(app):
+    """A client that is not a browser sends no Origin (or fakes one): the key-free twins must not
+    open what an app redacted with its key. They only reach the playground's own conversations."""
+    keyed = {"Authorization": f"Bearer {KEY}"}
+    app_side = httpx.post(f"{app.url}/api/redact", json={"text": TEXT, "conversation_id": "ticket-4711"},
+                          headers=keyed, timeout=30)
+    assert app_side.status_code == 200 and "[EMAIL_1]" in app_side.json()["text"], app_side.text
+    for headers in ({}, {"Origin": app.url}):
+        peek = httpx.post(f"{app.url}/api/dashboard/unredact", headers=headers, timeout=30,
+                          json={"text": "[EMAIL_1]", "conversation_id": "ticket-4711"})
+        assert peek.status_code == 404, peek.text
+        assert "john.smith" not in peek.text
+        # Nor can the playground write into it (which would also confirm that it exists).
+        join = httpx.post(f"{app.url}/api/dashboard/redact", headers=headers, timeout=30,
+                          json={"text": "Ann Lee, ann@example.org", "conversation_id": "ticket-4711"})
+        assert join.status_code == 400 and "own conversations" in join.json()["error"]["message"], join.text
+    # The app still reads its own conversation back with its key.
+    back = httpx.post(f"{app.url}/api/unredact", headers=keyed, timeout=30,
+                      json={"text": "[EMAIL_1]", "conversation_id": "ticket-4711"})
+    assert back.status_code == 200 and back.json()["text"] == "john.smith@example.com", back.text
+    # The playground's own conversation round-trips without a key and without an Origin.
+    own = httpx.post(f"{app.url}/api/dashboard/redact", json={"text": TEXT}, timeout=30)
+    assert own.status_code == 200 and own.json()["conversation_id"].startswith("dashboard-"), own.text
+    again = httpx.post(f"{app.url}/api/dashboard/unredact", timeout=30,
+                       json={"text": "[EMAIL_1]", "conversation_id": own.json()["conversation_id"]})
+    assert again.status_code == 200 and again.json()["text"] == "john.smith@example.com", again.text
+
+
 def test_panels_work_with_keys_set_and_the_page_holds_none(app, sim_cluster, pages, small_wav):
     started = app.post("/api/services/whisper/start", json={"node": "spark1"})
     assert started.status_code == 202, started.text
