@@ -46,7 +46,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _KEEP_FINISHED = 50
 _POLL_FAILURES_TOLERATED = 20  # consecutive failed polls (a node rebooting, a blip) before giving up
 _KILL_WAIT_S = 15.0  # how long a killed transfer may take to end
-_FIND_RETRY_FIRST_S, _FIND_RETRY_MAX_S = 2.0, 30.0  # asking a node that is down for its jobs, again
+_RETRY_FIRST_S, _RETRY_MAX_S = 2.0, 30.0  # asking a node that is down again (for its jobs, to remove some)
 
 
 class State(str, Enum):
@@ -116,6 +116,8 @@ class DownloadManager:
         self._slot = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task] = {}
         self._finders: list[asyncio.Task] = []
+        self._unremoved: dict[str, set[str]] = {}  # node -> job ids whose removal failed, asked again
+        self._remover: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -156,6 +158,7 @@ class DownloadManager:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._publish_state(d, State.CANCELLED, "cancelled while queued")
+            await self._remove_jobs(d)  # an adopted one waits here with its finished steps' jobs
         elif task:
             await asyncio.wait({task}, timeout=20)  # the remote process is killed and its end seen
         return d
@@ -163,7 +166,7 @@ class DownloadManager:
     async def close(self) -> None:
         """Stop following: the transfers go on on their nodes, their jobs are left there and found
         again at the next start (a download still queued had nothing on a node and is forgotten)."""
-        tasks = [*self._finders, *self._tasks.values()]
+        tasks = [*self._finders, *self._tasks.values(), *([self._remover] if self._remover else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -175,7 +178,7 @@ class DownloadManager:
         self._finders = [asyncio.create_task(self._find_on(node)) for node in self.pool.nodes]
 
     async def _find_on(self, node: str) -> None:
-        delay = _FIND_RETRY_FIRST_S
+        delay = _RETRY_FIRST_S
         while True:
             try:
                 found = await find_jobs(self.pool, node)
@@ -183,24 +186,49 @@ class DownloadManager:
             except SparkControlError as exc:  # down or unreachable for now: ask again later
                 log.info("cannot look for downloads on %s yet (%s); again in %.0f s", node, exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _FIND_RETRY_MAX_S)
+                delay = min(delay * 2, _RETRY_MAX_S)
         adoptable, problems = download_reattach.adoptable(node, found, set(self.pool.nodes), set(self.downloads))
         for problem in problems:
             log.warning("download job not resumed: %s", problem)
         for a in adoptable:
-            d = Download(a.id, a.repo_id, a.revision, a.include, a.node, a.copy_to, created=a.created,
-                         snapshot=a.snapshot, jobs=list(a.job_ids))
-            self.downloads[d.id] = d
-            # Listed in the state it is in on the node from the start, never as "queued".
-            if a.copy_index is None:
-                state, doing = State.DOWNLOADING, f"downloading {d.repo_id} on {d.node}"
-            else:
-                state, doing = State.COPYING, f"copying {d.repo_id} from {d.node} to {d.copy_to[a.copy_index]}"
-            seen = ("found running on the node after spark-control restarted" if a.current.exit_status is None
-                    else "it ended while spark-control was not running")
-            self._publish_state(d, state, f"{doing} ({seen})")
-            self._tasks[d.id] = asyncio.create_task(self._run(d, resume=a))
+            try:
+                self._adopt(a)
+            except Exception:  # one download that cannot be registered must not stop the others
+                log.exception("download %s on %s not resumed", a.id, node)
         self._forget_old()
+
+    def _adopt(self, a: download_reattach.Adoptable) -> None:
+        d = Download(a.id, a.repo_id, a.revision, a.include, a.node, a.copy_to, created=a.created,
+                     snapshot=a.snapshot, jobs=list(a.job_ids))
+        # A download of the same repo started here before this node was searched: two transfers into
+        # one cache would race, and the newer one is what the user asked for last.
+        newer = next((o for o in self.downloads.values() if o.repo_id == d.repo_id and o.state not in FINISHED), None)
+        self.downloads[d.id] = d
+        if newer is not None:
+            self._publish_state(d, State.CANCELLED, f"superseded by download {newer.id} started after the restart")
+            self._tasks[d.id] = asyncio.create_task(self._retire(d, a))
+            return
+        # Listed in the state it is in on the node from the start, never as "queued".
+        if a.copy_index is None:
+            state, doing = State.DOWNLOADING, f"downloading {d.repo_id} on {d.node}"
+        else:
+            state, doing = State.COPYING, f"copying {d.repo_id} from {d.node} to {d.copy_to[a.copy_index]}"
+        seen = ("found running on the node after spark-control restarted" if a.current.exit_status is None
+                else "it ended while spark-control was not running")
+        self._publish_state(d, state, f"{doing} ({seen})")
+        self._tasks[d.id] = asyncio.create_task(self._run(d, resume=a))
+
+    async def _retire(self, d: Download, a: download_reattach.Adoptable) -> None:
+        """A superseded download: its step is stopped if it still runs, its jobs removed."""
+        try:
+            if a.current.running and a.current.exit_status is None:
+                try:
+                    await RemoteJob(self.pool, d.node, a.current.job_id).kill()
+                except SparkControlError as exc:
+                    log.warning("download %s: could not stop %s on %s: %s", d.id, a.step_name, d.node, exc.message)
+            await self._remove_jobs(d)
+        finally:
+            self._tasks.pop(d.id, None)
 
     async def _resume(self, d: Download, a: download_reattach.Adoptable) -> int:
         """Follow the step the download was at (it runs on the node whatever the slot says);
@@ -224,6 +252,8 @@ class DownloadManager:
         try:
             try:
                 next_copy = await self._resume(d, resume) if resume else 0
+                if resume and self._slot.locked():  # its step is done; the next waits for its turn
+                    self._publish_state(d, State.QUEUED, self._waiting_message(d, next_copy))
                 async with self._slot:
                     if d.cancel_requested.is_set():
                         raise _Cancelled()
@@ -248,6 +278,11 @@ class DownloadManager:
             await self._remove_jobs(d)
         finally:
             self._tasks.pop(d.id, None)
+
+    def _waiting_message(self, d: Download, next_copy: int) -> str:
+        if next_copy < len(d.copy_to):
+            return f"waiting for its turn to copy {d.repo_id} from {d.node} to {d.copy_to[next_copy]}"
+        return f"waiting for its turn to check {d.repo_id} on {', '.join([d.node, *d.copy_to])}"
 
     def _hf_command(self, d: Download) -> str:
         argv: list[str] = ["hf", "download", d.repo_id]
@@ -342,9 +377,28 @@ class DownloadManager:
                 pass
 
     async def _remove_jobs(self, d: Download) -> None:
-        for job_id in d.jobs:
-            await RemoteJob(self.pool, d.node, job_id).remove()
+        failed = [job_id for job_id in d.jobs if not await RemoteJob(self.pool, d.node, job_id).remove()]
         d.jobs.clear()
+        if failed:
+            log.info("download %s: %s kept its job dirs %s; asking again in the background", d.id, d.node, failed)
+            self._unremoved.setdefault(d.node, set()).update(failed)
+            if self._remover is None or self._remover.done():
+                self._remover = asyncio.create_task(self._remove_later())
+
+    async def _remove_later(self) -> None:
+        """Jobs a node kept when asked to remove them (down at that moment), asked again less and less
+        often until they are gone or the app stops: left there, they would bring their download back
+        at the next start."""
+        delay = _RETRY_FIRST_S
+        while self._unremoved:
+            await asyncio.sleep(delay)
+            for node, job_ids in list(self._unremoved.items()):
+                for job_id in sorted(job_ids):
+                    if await RemoteJob(self.pool, node, job_id).remove():
+                        job_ids.discard(job_id)
+                if not job_ids:
+                    del self._unremoved[node]
+            delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _partial_files(self, d: Download) -> list[dict]:
         check = await weights_verify.check_node(self.pool, d.node, d.repo_id, d.revision or "main")

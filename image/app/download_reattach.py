@@ -15,6 +15,7 @@ any of it reaches a command, and a job that does not parse as one of ours is lef
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -71,9 +72,21 @@ class Adoptable:
 def _meta(found: FoundJob) -> dict[str, Any] | None:
     try:
         meta = json.loads(found.meta)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a deeply nested array, valid JSON to the end
         return None
     return meta if isinstance(meta, dict) and meta.get("kind") == KIND else None
+
+
+def _timestamp(value: Any) -> float:
+    """The creation time, or 0 when it is no usable time (a huge integer would overflow float(),
+    NaN or infinity would break the JSON of every listing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        created = float(value)
+    except OverflowError:
+        return 0.0
+    return created if math.isfinite(created) else 0.0
 
 
 def _validated(meta: dict[str, Any], node: str, nodes: set[str]) -> dict[str, Any]:
@@ -92,7 +105,7 @@ def _validated(meta: dict[str, Any], node: str, nodes: set[str]) -> dict[str, An
         "revision": None if revision is None else validate_hf_revision(revision, field="revision"),
         "include": [validate_hf_include(p, field="include") for p in include],
         "copy_to": list(copy_to),
-        "created": float(created) if isinstance(created, (int, float)) else 0.0,
+        "created": _timestamp(created),
         "snapshot": snapshot if isinstance(snapshot, str) and _COMMIT.fullmatch(snapshot) else None,
     }
 
@@ -119,8 +132,8 @@ def adoptable(node: str, found: list[FoundJob], nodes: set[str], known: set[str]
             fields = _validated(meta, node, nodes)
             if step > len(fields["copy_to"]):
                 raise SparkControlError(f"job {current.job_id} is a copy beyond its {len(fields['copy_to'])} target(s)")
-        except (SparkControlError, TypeError, ValueError) as exc:
-            detail = exc.message if isinstance(exc, SparkControlError) else str(exc)
+        except Exception as exc:  # whatever a node's file holds, one bad job must not stop the others
+            detail = exc.message if isinstance(exc, SparkControlError) else f"{type(exc).__name__}: {exc}"[:200]
             problems.append(f"job {current.job_id} on {node}: its meta.json cannot be used ({detail}); left as is")
             continue
         result.append(Adoptable(id=download_id, node=node, job_ids=[j.job_id for _, j, _ in steps],

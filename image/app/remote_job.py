@@ -121,12 +121,14 @@ class RemoteJob:
                   'p=$(cat "$f" 2>/dev/null) && kill -s TERM -- "-$p" 2>/dev/null; true')
         await self.pool.run(self.node, script, timeout=15)
 
-    async def remove(self) -> None:
-        """Forget the job's files on the node (best effort: a node that is down keeps them)."""
+    async def remove(self) -> bool:
+        """Forget the job's files on the node. Best effort: False when the node did not let them go
+        (down at that moment); the caller may ask again later."""
         try:
             await self.pool.run(self.node, f"rm -rf {self.dir}", timeout=15)
         except SparkControlError:
-            pass
+            return False
+        return True
 
 
 def _find_script(jobs_dir: str) -> str:

@@ -10,7 +10,9 @@ Face cache layout under `--cache-dir` (default `$HF_HUB_CACHE`, else `$HF_HOME/h
     models--org--name/refs/<revision>                    the commit, for a branch or tag
 
 Progress goes to stderr as tqdm draws it (`\\r`-separated redraws, `\\n` when a bar closes):
-"Fetching N files" for the files, then one bar per file in bytes; at the end the snapshot
+"Fetching N files" for the files, then one bar per file in bytes, drawn with tqdm's Unicode
+blocks (`|████▎     |`, three bytes each in UTF-8) when stderr takes UTF-8, as on a Spark,
+`#` and digits otherwise; at the end the snapshot
 path goes to stdout. That is the shape app/download_progress.py parses. Files the cache
 already holds are not downloaded again. SIGTERM/SIGHUP end the download at once, leaving
 the `.incomplete` blob, as the real CLI does when it is killed. Repos that fail on purpose:
@@ -30,6 +32,9 @@ from . import hf_repo
 from .cliflags import HelpRequested, UsageError, flags, parse
 
 _USAGE = "Usage: hf download [OPTIONS] REPO_ID [FILENAMES]..."
+# tqdm's bar characters: Unicode eighths of a block where the output takes them, else ASCII.
+_UNICODE_BAR = " " + "".join(map(chr, range(0x258F, 0x2587, -1)))  # " ▏▎▍▌▋▊▉█"
+_ASCII_BAR = " 123456789#"
 
 
 def _sizeof(num: float) -> str:
@@ -50,18 +55,33 @@ def _clock(seconds: float) -> str:
     return f"{minutes:02d}:{secs:02d}"
 
 
-def bar_line(desc: str, n: float, total: float, elapsed: float, *, in_bytes: bool) -> str:
-    """One tqdm redraw: `desc:  42%|####2     | 504k/1.20M [00:00<00:01, 1.01MB/s]`."""
+def _bar(fraction: float, charset: str, width: int = 10) -> str:
+    """tqdm's Bar: full cells, then one partial cell, then blanks."""
+    steps = len(charset) - 1
+    full, part = divmod(int(fraction * width * steps), steps)
+    if full >= width:
+        return charset[-1] * width
+    return charset[-1] * full + charset[part] + charset[0] * (width - full - 1)
+
+
+def _charset() -> str:
+    """tqdm's choice: Unicode when the stream's encoding is UTF-8."""
+    encoding = (getattr(sys.stderr, "encoding", None) or "").lower().replace("-", "")
+    return _UNICODE_BAR if encoding == "utf8" else _ASCII_BAR
+
+
+def bar_line(desc: str, n: float, total: float, elapsed: float, *, in_bytes: bool,
+             charset: str | None = None) -> str:
+    """One tqdm redraw: `desc:  42%|████▏     | 504k/1.20M [00:00<00:01, 1.01MB/s]`."""
     fraction = n / total if total else 1.0
-    filled = int(fraction * 10)
-    bar = ("#" * filled + " " * (10 - filled))[:10]
+    bar = _bar(min(max(fraction, 0.0), 1.0), charset or _charset())
     rate = n / elapsed if elapsed > 0 else 0.0
     if in_bytes:
         counts = f"{_sizeof(n)}/{_sizeof(total)}"
         rate_text = f"{_sizeof(rate)}B/s" if rate else "?B/s"
     else:
         counts = f"{int(n)}/{int(total)}"
-        rate_text = f"{rate:.2f}it/s" if rate else "?it/s"
+        rate_text = f"{rate:5.2f}it/s" if rate else "?it/s"
     remaining = _clock((total - n) / rate) if rate else "?"
     return f"{desc}: {fraction * 100:3.0f}%|{bar}| {counts} [{_clock(elapsed)}<{remaining}, {rate_text}]"
 

@@ -5,16 +5,23 @@ node. Plus the reading of a job's meta.json, which came from a node and is check
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from app.download_reattach import adoptable, job_meta
-from app.remote_job import FoundJob
+from app.remote_job import FoundJob, RemoteJob
+from app.settings import Settings
+from app.ssh import NodePool
 from conftest import RunningApp, wait_until
 
 TOKEN = "hf_sparkRestartTokenDoNotLeak" + uuid.uuid4().hex[:12]
@@ -62,6 +69,32 @@ def freeze(app: RunningApp) -> None:
 def kill(app: RunningApp) -> None:
     app.proc.send_signal(signal.SIGKILL)
     app.proc.wait(timeout=10)
+
+
+@contextmanager
+def ssh_down(sim_cluster, name: str) -> Iterator[None]:
+    """The node's SSH refuses new connections and drops the open ones; its processes (the jobs)
+    run on, as on a Spark whose network is down for a moment. Back up on leaving the block."""
+    node = sim_cluster.node(name)
+    node.proc.terminate()  # the listener only: sessions are other processes
+    node.proc.wait(timeout=10)
+    node.proc = None
+    subprocess.run(["pkill", "-KILL", "-u", node.user, "-x", "sshd"], check=False)  # its open sessions
+    try:
+        yield
+    finally:
+        node.start()
+
+
+def start_transferring(app: RunningApp, repo: str, **body) -> dict:
+    """POST a download and wait until its bytes arrive."""
+    started = app.post("/api/downloads", json={"repo_id": repo, **body}).json()
+    wait_until(lambda: bytes_done(app, started["id"]), 30, interval=0.05, message="bytes arriving")
+    return started
+
+
+def exit_recorded(sim_cluster, node: str, job_id: str) -> str:
+    return sim_cluster.ssh(node, f"cat {JOBS}/{job_id}/exit 2>/dev/null").stdout.strip()
 
 
 @pytest.mark.integration
@@ -117,11 +150,13 @@ def test_a_download_that_ends_while_the_app_is_down_shows_done(sim_cluster, star
                message="hf finishing on the node while the app is down")
     kill(first)
     # Not ours (no meta.json), or ours but not valid (a repo id no user could have sent): left alone, never listed.
-    strangers = f"{JOBS}/otherjob1 {JOBS}/abcdef012345d"
+    strangers = f"{JOBS}/otherjob1 {JOBS}/abcdef012345d {JOBS}/bcdef0123456d"
     bad = json.dumps({"kind": "spark-control-download", "download_id": "abcdef012345", "node": "spark1",
                       "repo_id": "org/x;id", "include": [], "copy_to": []})
     sim_cluster.ssh("spark1", f"mkdir -p {strangers} && printf '%s' '{bad}' > {JOBS}/abcdef012345d/meta.json",
                     check=True)
+    # Valid JSON nested too deep to parse: it used to end the search of the node (RecursionError).
+    sim_cluster.ssh("spark1", f"head -c 60000 /dev/zero | tr '\\0' '[' > {JOBS}/bcdef0123456d/meta.json", check=True)
 
     second = start_app(env(sim_cluster))
     found = wait_until(lambda: download(second, started["id"]), 20, message="the download listed by the new app")
@@ -226,3 +261,122 @@ def test_a_job_killed_by_a_cancel_or_gone_with_a_reboot_while_the_app_is_down(si
     assert lost["state"] == "failed" and "stopped without recording how it ended" in lost["message"], lost
     for download_id in (cancelled_id, lost_id):
         wait_until(lambda: job_files(sim_cluster, "spark1", download_id) == "", 10, message="job dirs removed")
+
+
+def test_absurd_meta_values_skip_that_job_only():
+    nodes = {"spark1", "spark2"}
+    meta = json.loads(job_meta(download_id="0123456789ab", repo_id="org/model", revision=None, include=[],
+                               node="spark1", copy_to=[], created=1.5, snapshot=None, copy_index=None))
+    found = [_found("0123456789abd", meta),
+             _found("aaaaaaaaaaaad", {**meta, "download_id": "aaaaaaaaaaaa", "created": 10**400}),  # float() overflows
+             _found("bbbbbbbbbbbbd", json.dumps({**meta, "download_id": "bbbbbbbbbbbb"}).replace("1.5", "NaN")),
+             _found("cccccccccccc" + "d", "[" * 60000),  # valid JSON too deep for the parser
+             _found("ddddddddddddd", {**meta, "download_id": "dddddddddddd", "copy_to": [["spark2"]]})]
+    result, problems = adoptable("spark1", found, nodes, known=set())
+    by_id = {a.id: a for a in result}
+    assert set(by_id) == {"0123456789ab", "aaaaaaaaaaaa", "bbbbbbbbbbbb"}
+    # No usable creation time: 0, so the listing stays valid JSON.
+    assert (by_id["0123456789ab"].created, by_id["aaaaaaaaaaaa"].created, by_id["bbbbbbbbbbbb"].created) == (1.5, 0, 0)
+    assert len(problems) == 1 and "ddddddddddddd" in problems[0], problems
+
+
+@pytest.mark.integration
+def test_a_poll_cut_inside_a_utf8_character_reads_on_and_keeps_the_connection(sim_cluster):
+    # tqdm draws with 3-byte blocks; a poll reads at most max_bytes, so a cut can fall inside one.
+    sim_cluster.ssh("spark1", f"d={JOBS}/utf8cut1; rm -rf $d; mkdir -p $d; printf 'a\\342\\226\\210b\\n' > $d/log; "
+                              "echo 0 > $d/exit", check=True)
+
+    async def scenario() -> tuple[list[str], int | None, str]:
+        pool = NodePool(Settings.from_env(environ=sim_cluster.app_env()))
+        try:
+            job = RemoteJob(pool, "spark1", "utf8cut1")
+            # A command on the same connection meanwhile: a decode error used to drop the connection.
+            other = asyncio.create_task(pool.run("spark1", "sleep 1; echo still-connected", timeout=10))
+            await asyncio.sleep(0.3)
+            texts, status = [], None
+            for _ in range(6):
+                polled = await job.poll(max_bytes=2)
+                texts.append(polled.text)
+                if (status := polled.exit_status) is not None:
+                    break
+            await job.remove()
+            return texts, status, (await other).stdout.strip()
+        finally:
+            await pool.close()
+
+    texts, status, other = asyncio.run(scenario())
+    assert other == "still-connected"
+    assert status == 0 and texts[0].startswith("a") and "".join(texts).endswith("b\n"), texts
+    assert "".join(texts).replace("\ufffd", "") == "ab\n"  # the cut character shows as U+FFFD
+
+
+@pytest.mark.integration
+def test_a_download_of_the_same_repo_started_before_its_node_answered_supersedes_the_old_one(sim_cluster, start_app):
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("slow")
+    old = start_transferring(first, repo, copy_to=[])
+    kill(first)
+    with ssh_down(sim_cluster, "spark1"):  # the new app cannot look on spark1 yet
+        second = start_app(env(sim_cluster))
+        r = second.post("/api/downloads", json={"repo_id": repo, "node": "spark2", "copy_to": []})
+        assert r.status_code == 202, r.text
+        new = r.json()
+        wait_until(lambda: download(second, new["id"])["state"] == "downloading", 15, message="the new one running")
+    try:
+        superseded = wait_until(lambda: download(second, old["id"]), 30, message="the old download found on spark1")
+        assert superseded["state"] == "cancelled", superseded
+        assert superseded["message"] == f"superseded by download {new['id']} started after the restart"
+        wait_until(lambda: not hf_running(sim_cluster, repo), 10, message="the old transfer stopped on spark1")
+        wait_until(lambda: job_files(sim_cluster, "spark1", old["id"]) == "", 10, message="its job dirs removed")
+        assert download(second, new["id"])["state"] == "downloading"
+        assert [d["repo_id"] for d in second.get("/api/downloads").json()["downloads"]].count(repo) == 2
+    finally:
+        second.post(f"/api/downloads/{new['id']}/cancel")
+
+
+@pytest.mark.integration
+def test_an_adopted_download_waiting_for_its_turn_is_queued_and_cancels_at_once(sim_cluster, start_app):
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("model")  # about 2 s
+    waiting = start_transferring(first, repo, copy_to=["spark2"])
+    freeze(first)
+    wait_until(lambda: exit_recorded(sim_cluster, "spark1", f"{waiting['id']}d") == "0", 20,
+               message="hf finishing on the node while the app is down")
+    kill(first)
+    with ssh_down(sim_cluster, "spark1"):  # so that another download takes the slot first
+        second = start_app(env(sim_cluster))
+        busy = second.post("/api/downloads", json={"repo_id": unique_repo("slow"), "node": "spark2",
+                                                   "copy_to": []}).json()
+        wait_until(lambda: download(second, busy["id"])["state"] == "downloading", 15, message="the other running")
+    try:
+        queued = wait_until(lambda: (d := download(second, waiting["id"])) and d["state"] == "queued" and d, 30,
+                            message="the adopted download queued behind the other")
+        assert queued["message"] == f"waiting for its turn to copy {repo} from spark1 to spark2"
+        began = time.monotonic()
+        cancelled = second.post(f"/api/downloads/{waiting['id']}/cancel").json()
+        assert time.monotonic() - began < 5 and cancelled["state"] == "cancelled", cancelled
+        assert cancelled["message"] == "cancelled while queued"
+        # Its jobs go with it: left on the node, the next start would carry it on again.
+        wait_until(lambda: job_files(sim_cluster, "spark1", waiting["id"]) == "", 10, message="its job dirs removed")
+        assert download(second, busy["id"])["state"] == "downloading"
+    finally:
+        second.post(f"/api/downloads/{busy['id']}/cancel")
+
+
+@pytest.mark.integration
+def test_job_dirs_a_node_kept_while_down_are_removed_once_it_is_back(sim_cluster, start_app):
+    app = start_app(env(sim_cluster))
+    repo = unique_repo("slow")
+    started = start_transferring(app, repo, copy_to=[])
+    job_dir = sim_cluster.node("spark1").home / ".cache" / "spark-control" / "jobs" / f"{started['id']}d"
+    try:
+        with ssh_down(sim_cluster, "spark1"):
+            failed = wait_until(lambda: (d := download(app, started["id"])) and d["state"] == "failed" and d, 60,
+                                message="the download failing while spark1 is unreachable")
+            assert failed["message"].startswith("lost contact with spark1"), failed["message"]
+            time.sleep(1)
+            assert (job_dir / "meta.json").is_file()  # its outcome is recorded, but the node kept the dir
+        # Left there, the next start would find the job and list the download again.
+        wait_until(lambda: not job_dir.exists(), 40, message="the job dir removed once spark1 answers")
+    finally:
+        sim_cluster.ssh("spark1", f"pkill -f '[s]parksim.hf_cli download {repo}'")

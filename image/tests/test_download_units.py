@@ -51,6 +51,16 @@ def test_a_redraw_cut_between_two_reads_is_joined():
     assert split_redraws("a\rb\nc") == (["a", "b"], "c")
 
 
+def test_unicode_bars_are_read_even_with_a_character_cut_between_two_reads():
+    # Real hf draws tqdm's Unicode blocks; a poll that ends inside one gets U+FFFD on both sides of the cut.
+    p = Progress()
+    p.feed("\rmodel.safetensors:  42%|████\ufffd", now=0)
+    p.feed("\ufffd\ufffd     | 504k/1.20M [00:00<00:01, 1.01MB/s]", now=1)
+    assert p.bytes_done == 504_000 and p.bytes_total == 1_200_000
+    p.feed("\rmodel.safetensors: 100%|██████████| 1.20M/1.20M [00:01<00:00, 1.01MB/s]\n", now=2)
+    assert p.bytes_done == p.bytes_total == 1_200_000
+
+
 def test_snapshot_commit_and_failure_text_are_kept():
     p = Progress()
     commit = "a" * 40

@@ -60,6 +60,9 @@ def test_download_writes_a_real_hf_cache(sim_cluster):
     # The progress is what app/download_progress.py reads: tqdm redraws on stderr.
     stderr = base64.b64decode(raw).decode()
     assert stderr.count("\r") > stderr.count("\n") > 5  # redraws, and a newline per closed bar
+    # tqdm's Unicode blocks, as real hf draws them: 3 bytes each, so a log read in byte-counted
+    # pieces can be cut inside one (test_download_restart.py reads such a cut over SSH).
+    assert "|██████████|" in stderr and "#" not in stderr
     progress = Progress()
     progress.feed(stderr)
     assert progress.files_done == progress.files_total == len(links)
