@@ -378,20 +378,31 @@ _PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s:,.-]*+")
 
 def _secrets(t: Text) -> Iterator[Finding]:
     text = t.text
+    # Private key blocks first: a token inside one, or inside a known key, is covered already, and
+    # judging a token (entropy, camel words) is this finder's costly part: a PEM body is a column
+    # of 64-character tokens. Skipping is only a saving, never a change: the spans merge anyway.
+    pem = list(_pem_blocks(text)) if "PRIVATE KEY" in text else []
+    yield from pem
+    p = 0  # the first PEM block that does not end before the current run
     # A known key or a random token holds no whitespace: the regexes read only the long runs
     # (searching a run as if it were the whole text is exact: what borders it is whitespace).
     for s, e in t.chunks:
+        keys: list[tuple[int, int]] = []
         if e - s >= _KNOWN_KEY_MIN:
             for m in _KNOWN_KEYS.finditer(text, s, e):
+                keys.append(m.span())
                 yield m.start(), m.end(), "SECRET"
         if e - s >= _TOKEN_MIN:
+            while p < len(pem) and pem[p][1] <= s:
+                p += 1
+            if p < len(pem) and pem[p][0] <= s:
+                keys.append(pem[p][:2])
             for m in _TOKEN.finditer(text, s, e):
-                if v.looks_random(m.group(0)):
-                    yield m.start(), m.end(), "SECRET"
+                a, b = m.span()
+                if not any(ks <= a and b <= ke for ks, ke in keys) and v.looks_random(m.group(0)):
+                    yield a, b, "SECRET"
     if t.low is None or any(k in t.low for k in _ASSIGNED_KEYS):
         yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
-    if "PRIVATE KEY" in text:
-        yield from _pem_blocks(text)
 
 
 def _assigned(text: str, found: Iterator[re.Match[str]]) -> Iterator[Finding]:
