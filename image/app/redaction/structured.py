@@ -392,15 +392,20 @@ def _secrets(t: Text) -> Iterator[Finding]:
             for m in _KNOWN_KEYS.finditer(text, s, e):
                 keys.append(m.span())
                 yield m.start(), m.end(), "SECRET"
-        if e - s >= _TOKEN_MIN:
-            while p < len(pem) and pem[p][1] <= s:
-                p += 1
-            if p < len(pem) and pem[p][0] <= s:
-                keys.append(pem[p][:2])
-            for m in _TOKEN.finditer(text, s, e):
-                a, b = m.span()
-                if not any(ks <= a and b <= ke for ks, ke in keys) and v.looks_random(m.group(0)):
-                    yield a, b, "SECRET"
+        if e - s < _TOKEN_MIN:
+            continue
+        while p < len(pem) and pem[p][1] <= s:
+            p += 1
+        ps, pe = pem[p][:2] if p < len(pem) else (e, e)
+        k = 0  # tokens and keys both ascend: one pointer keeps a run of many keys linear
+        for m in _TOKEN.finditer(text, s, e):
+            a, b = m.span()
+            while k < len(keys) and keys[k][1] <= a:
+                k += 1
+            if ps <= a and b <= pe or k < len(keys) and keys[k][0] <= a and b <= keys[k][1]:
+                continue
+            if v.looks_random(m.group(0)):
+                yield a, b, "SECRET"
     if t.low is None or any(k in t.low for k in _ASSIGNED_KEYS):
         yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
 
