@@ -30,11 +30,21 @@ NGC_USERNAME = "$oauthtoken"  # NGC's fixed user name for API-key logins (a lite
 KEY_ENV = "NGC_API_KEY"
 
 
+def login_command() -> str:
+    """`docker login nvcr.io` with the node-side shell's $NGC_API_KEY on its stdin (printf is a builtin)."""
+    login = shellsafe.quote_args(["docker", "login", NGC_REGISTRY, "--username", NGC_USERNAME, "--password-stdin"])
+    return f"printf '%s\\n' \"${KEY_ENV}\" | {login} >/dev/null"
+
+
 def login_and_run_command(run_command: str) -> str:
     """Wrap a `docker run ... -e NGC_API_KEY ...` command: read the key from stdin, log in, run."""
-    login = shellsafe.quote_args(["docker", "login", NGC_REGISTRY, "--username", NGC_USERNAME, "--password-stdin"])
-    return (f"IFS= read -r {KEY_ENV} && export {KEY_ENV} && "
-            f"printf '%s\\n' \"${KEY_ENV}\" | {login} >/dev/null && {run_command}")
+    return f"IFS= read -r {KEY_ENV} && export {KEY_ENV} && {login_command()} && {run_command}"
+
+
+def login_and_pull_command(pull_command: str) -> str:
+    """For a pull job (app/service_pull.py), whose shell already holds $NGC_API_KEY from stdin
+    (remote_job.py reads it): log in, drop the key from the environment, pull."""
+    return f"{login_command()} && unset {KEY_ENV} && {pull_command}"
 
 
 def key_input(settings) -> str:
@@ -72,11 +82,12 @@ def build_router() -> APIRouter:
         return {"nims": services, "ngc_api_key_set": bool(getattr(request.app.state.settings, "ngc_api_key", None))}
 
     @router.post("/api/nim/{name}/launch", status_code=202,
-                 summary="docker login nvcr.io with NGC_API_KEY, then start the NIM (answers once it is starting)")
+                 summary="docker login nvcr.io with NGC_API_KEY, then start the NIM (answers `pulling` at once "
+                         "while its image is pulled first)")
     async def launch(request: Request, name: str, body: NimLaunchRequest | None = None) -> dict[str, Any]:
         return await request.app.state.services.start(name, (body or NimLaunchRequest()).node, kind="nim")
 
-    @router.post("/api/nim/{name}/stop", summary="Stop a NIM and remove its container")
+    @router.post("/api/nim/{name}/stop", summary="Stop a NIM and remove its container, or cancel its image pull")
     async def stop(request: Request, name: str) -> dict[str, Any]:
         return await request.app.state.services.stop(name, kind="nim")
 

@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             refresh.cancel()
             await app.state.deep_health.stop()
             await app.state.downloads.close()
+            await app.state.services.close()
             await app.state.lifecycle.close()
             await app.state.connectivity.stop()
             await app.state.http.aclose()

@@ -4,10 +4,16 @@ The truth is on the nodes: every service container carries `spark-control.servic
 (app/service_containers.py), so the state shown is what `docker ps` says now plus whether the
 service's health path answers:
 
+    pulling   its image is being pulled onto the node (`pull` has the progress); no container yet
     running   the container runs and `health_path` answers 200
     starting  the container runs, not healthy yet, within `start_timeout_s` of its start
-    failed    it exited non-zero, or runs but is still not healthy after `start_timeout_s`
+    failed    it exited non-zero, or runs but is still not healthy after `start_timeout_s`,
+              or its image could not be pulled (`pull.message` says why)
     stopped   no container (or it exited with 0)
+
+A start whose image is already on the node runs the container at once; otherwise it answers
+`pulling` and the pull runs on the node as a job (app/service_pull.py), the container started
+after it. The pulls are the one thing kept in the app (until the next start or stop).
 
 `app.state.services.endpoints(kind)` is what the audio gateway (and deep health) use to find
 running, healthy services of a kind. It is asked on every audio request, so its answers are
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +39,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import nim, service_containers as sc, shellsafe
+from app import nim, service_containers as sc, service_pull, shellsafe
 from app.errors import Conflict, InvalidInput, NotFound, SparkControlError
 from app.launch import endpoint_url
 from app.model_containers import logs_command, remove_if_stopped_command, stop_command
+from app.remote_job import RemoteJob
 from app.service_schema import ServiceEntry
 from app.services_catalog import ServicesCatalog
 from app.ssh import NodePool
@@ -48,6 +56,8 @@ _HEALTH_TIMEOUT_S = 3.0
 # to it is refused first); a burst of requests costs one health probe per service per window.
 _HEALTH_TTL_S = 3.0
 _STOP_TIMEOUT_S = 10
+_PULL_POLL_S = 1.0
+_PULL_CANCEL_WAIT_S = 30.0  # a stop waits this long for a cancelled pull to end
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -90,11 +100,14 @@ def _usable(answer: asyncio.Future) -> bool:
 class ServiceManager:
     """Owns the services catalog's containers on the nodes. Lives in the app's lifespan."""
 
-    def __init__(self, pool: NodePool, catalog: ServicesCatalog, http: httpx.AsyncClient, settings) -> None:
+    def __init__(self, pool: NodePool, catalog: ServicesCatalog, http: httpx.AsyncClient, settings,
+                 *, pull_poll_s: float = _PULL_POLL_S) -> None:
         self.pool = pool
         self.catalog = catalog
         self.http = http
         self.settings = settings
+        self.pull_poll_s = pull_poll_s
+        self._pulls: dict[str, service_pull.ImagePull] = {}  # by service: the latest pull not yet forgotten
         self._scan: tuple[float, list[sc.ServiceContainer]] | None = None
         # (base_url, health path) -> (when the probe started, its answer: a task while it runs)
         self._health: dict[tuple[str, str], tuple[float, asyncio.Future[Health]]] = {}
@@ -127,11 +140,21 @@ class ServiceManager:
         mine = [c for c in containers if c.service == entry.name]
         container = next((c for c in mine if c.state == "running"), mine[0] if mine else None)
         out: dict[str, Any] = {**entry.summary(), "state": "stopped", "running_on": None, "url": None,
-                               "container": None, "health": None, "detail": ""}
+                               "container": None, "health": None, "detail": "", "pull": None}
+        pull = self._pulls.get(entry.name)
+        if pull is not None and pull.state != "done":
+            out["pull"] = pull.to_dict()
         if container is None:
+            if pull is not None and pull.state in ("pulling", "failed"):
+                out.update(running_on=pull.node, state=pull.state,
+                           detail=pull.describe() if pull.active else pull.message)
             return out
         url = self.base_url(container.node, container.port or entry.port)
         out.update(running_on=container.node, url=url, container=container.name)
+        if container.state == "created" and pull is not None and pull.active:
+            # Its pull just ended and `docker run` is starting it: not a container that failed to start.
+            out.update(state="starting", detail="image pulled; the container is being started")
+            return out
         if container.state != "running":
             code = container.exit_code
             out["state"] = "stopped" if code == 0 else "failed"
@@ -213,14 +236,66 @@ class ServiceManager:
         node = node or entry.node
         shellsafe.validate_service_name(node, field="node")
         self.pool.get(node)  # NotFound names the configured nodes
+        if entry.kind == "nim":
+            nim.key_input(self.settings)  # 503 before anything runs when no key is configured
         with self._claim(name):
+            pull = self._pulls.get(name)
+            if pull is not None and pull.active:
+                raise Conflict(f"service {name!r} is pulling its image on {pull.node}; wait, or stop it to cancel")
             running = [c for c in await self.containers(fresh=True) if c.service == name and c.state == "running"]
             if running:
                 raise Conflict(f"service {name!r} is already running on {running[0].node}; stop or restart it")
+            self._pulls.pop(name, None)  # a failed pull's reason goes with a new start
             await self.pool.run(node, remove_if_stopped_command(sc.container_name(name)), timeout=30, check=False)
-            await self._run_container(entry, node)
+            present = await self.pool.run(node, service_pull.present_command(entry.image), timeout=30, check=False)
+            if present.exit_status == 0:
+                await self._run_container(entry, node)
+            else:
+                await self._start_pull(entry, node)
             self._forget_scans()
         return await self.get(name)
+
+    async def _start_pull(self, entry: ServiceEntry, node: str) -> None:
+        """`docker pull` as a job on the node; a task follows it and then runs the container."""
+        is_nim = entry.kind == "nim"
+        job = RemoteJob(self.pool, node, "svcpull" + secrets.token_hex(6))
+        pull = service_pull.ImagePull(entry.name, node, entry.image, job)
+        await job.start(service_pull.pull_command(entry.image, ngc_login=is_nim),
+                        secret_env=nim.KEY_ENV if is_nim else None,
+                        secret=nim.key_input(self.settings).rstrip("\n") if is_nim else None)
+        self._pulls[entry.name] = pull
+
+        async def then() -> None:
+            await self._run_container(entry, node)
+            self._forget_scans()
+
+        pull.task = asyncio.create_task(service_pull.run(
+            pull, then=then, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s))
+        pull.task.add_done_callback(lambda _: self._pull_ended(pull))
+        log.info("services: pulling %s for %s on %s (job %s)", entry.image, entry.name, node, job.job_id)
+
+    def _pull_ended(self, pull: service_pull.ImagePull) -> None:
+        """A pull that started its container or was cancelled is forgotten; a failed one stays
+        (the services list shows why) until the next start or stop."""
+        if pull.state in ("done", "cancelled") and self._pulls.get(pull.service) is pull:
+            del self._pulls[pull.service]
+        self._forget_scans()
+
+    async def _cancel_pull(self, pull: service_pull.ImagePull) -> None:
+        pull.cancel_requested.set()
+        if pull.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(pull.task), _PULL_CANCEL_WAIT_S)
+            except (asyncio.TimeoutError, TimeoutError):
+                log.warning("services: the cancelled pull of %s on %s did not end in %.0f s",
+                            pull.image, pull.node, _PULL_CANCEL_WAIT_S)
+
+    async def close(self) -> None:
+        """App shutdown: stop following the pulls (they finish on the nodes; nothing is started)."""
+        tasks = [p.task for p in self._pulls.values() if p.task is not None and not p.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_container(self, entry: ServiceEntry, node: str) -> None:
         if entry.kind == "nim":
@@ -236,10 +311,14 @@ class ServiceManager:
         log.info("services: started %s on %s", entry.name, node)
 
     async def stop(self, name: str, *, kind: str | None = None) -> dict[str, Any]:
+        """Stop the container, or cancel the pull (the container it would start never appears)."""
         entry = self._entry(name, kind)
         with self._claim(name):
+            pull = self._pulls.pop(entry.name, None)
+            if pull is not None and pull.active:
+                await self._cancel_pull(pull)  # a container it started meanwhile is stopped below
             mine = [c for c in await self.containers(fresh=True) if c.service == entry.name]
-            if not mine:
+            if not mine and pull is None:
                 raise NotFound(f"service {name!r} is not running on any node; nothing to stop", field="service")
             for c in mine:
                 await self.pool.run(c.node, stop_command(c.name, _STOP_TIMEOUT_S), timeout=_STOP_TIMEOUT_S + 30)
@@ -250,9 +329,11 @@ class ServiceManager:
     async def restart(self, name: str, node: str | None = None) -> dict[str, Any]:
         entry = self._entry(name)
         mine = [c for c in await self.containers(fresh=True) if c.service == entry.name]
-        if mine:
+        pull = self._pulls.get(entry.name)
+        if mine or pull is not None:
             await self.stop(name)
-        return await self.start(name, node or (mine[0].node if mine else None))
+        where = mine[0].node if mine else pull.node if pull is not None else None
+        return await self.start(name, node or where)
 
     async def logs(self, name: str, *, tail: int, follow: bool) -> tuple[str, str]:
         """(node, command) that prints the service container's logs."""
@@ -298,11 +379,12 @@ def build_router() -> APIRouter:
         return await _manager(request).get(name)
 
     @router.post("/api/services/{name}/start", status_code=202,
-                 summary="Start a service on its node (or `node`); answers once the container runs")
+                 summary="Start a service on its node (or `node`): runs the container, or answers `pulling` "
+                         "while its image is pulled first")
     async def start(request: Request, name: str, body: ServiceStartRequest | None = None) -> dict[str, Any]:
         return await _manager(request).start(name, (body or ServiceStartRequest()).node)
 
-    @router.post("/api/services/{name}/stop", summary="Stop a service and remove its container")
+    @router.post("/api/services/{name}/stop", summary="Stop a service and remove its container, or cancel its pull")
     async def stop(request: Request, name: str) -> dict[str, Any]:
         return await _manager(request).stop(name)
 

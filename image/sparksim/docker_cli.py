@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import time
 
 from . import docker_containers, docker_run, docker_views, images, state
 from .run_config import DaemonError
@@ -57,9 +56,12 @@ def pull(argv: list[str]) -> int:
             f"Status: Image is up to date for {ref}",
         ]
     else:
-        lines = images.pull_lines(args[0], explicit_tag)
-        time.sleep(float(os.environ.get("SPARKSIM_PULL_DELAY", "0") or 0))  # simulated download time
+        # Line by line as the layers arrive (flushed: a job reads them from a file meanwhile).
+        for line in images.pull_progress(args[0], explicit_tag, images.pull_seconds()):
+            if not opts["quiet"]:
+                print(line, flush=True)
         images.add_image(args[0])
+        lines = images.pull_done_lines(args[0])
     if not opts["quiet"]:
         print("\n".join(lines))
     print(ref.canonical)

@@ -32,9 +32,10 @@ def ensure_image(image: str, pull: str | None) -> None:
     error = images.pull_error(image)
     if error:
         raise DaemonError(error)
-    for line in images.pull_lines(image, explicit_tag=True):
-        print(line, file=sys.stderr)
+    for line in images.pull_progress(image, explicit_tag=True, seconds=images.pull_seconds()):
+        print(line, file=sys.stderr, flush=True)
     images.add_image(image)
+    print("\n".join(images.pull_done_lines(image)), file=sys.stderr)
 
 
 def _link_mounts(container_dir: Path, mounts: list[dict]) -> None:

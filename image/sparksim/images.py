@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 from . import state
 
@@ -203,15 +203,54 @@ def remove_image(image: dict) -> None:
         state.write_atomic(_images_path(), json.dumps(images, indent=1))
 
 
-def pull_lines(ref: str, explicit_tag: bool) -> list[str]:
-    """The progress lines docker prints while pulling (fake layers, stable per image)."""
+def pull_seconds() -> float:
+    """How long a simulated pull takes to download: $SPARKSIM_STATE/pull_seconds (a test writes it
+    on a node), else $SPARKSIM_PULL_DELAY, else 0."""
+    path = state.state_dir() / "pull_seconds"
+    text = path.read_text().strip() if path.exists() else os.environ.get("SPARKSIM_PULL_DELAY", "")
+    try:
+        return max(0.0, float(text or 0))
+    except ValueError:
+        return 0.0
+
+
+def _layers(wanted: ImageRef) -> list[str]:
+    """Fake layer ids, stable per image; more for a bigger image (a NIM has dozens, here up to 12)."""
+    count = min(12, 3 + rule_for(str(wanted)).size // 2_000_000_000)
+    return [digest_of(f"layer:{wanted}:{n}")[:12] for n in range(count)]
+
+
+def pull_progress(ref: str, explicit_tag: bool, seconds: float = 0.0) -> Iterator[str]:
+    """docker's pull output without a terminal, up to the last layer, spread over `seconds`.
+
+    Without a TTY the CLI drops every message that carries a progress bar (moby's
+    jsonmessage.Display: "disable progressbar in non-terminal"), so there are no "Downloading"
+    or "Extracting" lines and no byte counts: per layer "Pulling fs layer", "Waiting" (beyond
+    the daemon's 3 concurrent downloads), "Verifying Checksum", "Download complete", then
+    "Pull complete" once extracted. Killed meanwhile, nothing is registered (the caller adds
+    the image after the last layer)."""
     wanted = parse_ref(ref)
-    layers = [digest_of(f"layer:{wanted}:{n}")[:12] for n in range(3)]
-    lines = [] if explicit_tag else ["Using default tag: latest"]
-    lines.append(f"{wanted.tag}: Pulling from {wanted.remote_path}")
-    lines += [f"{layer}: Pulling fs layer" for layer in layers]
-    lines += [f"{layer}: {step}" for layer in layers for step in ("Verifying Checksum", "Download complete")]
-    lines += [f"{layer}: Pull complete" for layer in layers]
-    lines.append(f"Digest: sha256:{digest_of(f'digest:{wanted}')}")
-    lines.append(f"Status: Downloaded newer image for {wanted}")
-    return lines
+    layers = _layers(wanted)
+    if not explicit_tag:
+        yield "Using default tag: latest"
+    yield f"{wanted.tag}: Pulling from {wanted.remote_path}"
+    yield from (f"{layer}: Pulling fs layer" for layer in layers)
+    yield from (f"{layer}: Waiting" for layer in layers[3:])
+    step = seconds / len(layers)
+    for layer in layers:
+        time.sleep(step * 0.8)
+        yield f"{layer}: Verifying Checksum"
+        yield f"{layer}: Download complete"
+        time.sleep(step * 0.2)
+        yield f"{layer}: Pull complete"
+
+
+def pull_done_lines(ref: str) -> list[str]:
+    """What docker prints once the image is registered."""
+    wanted = parse_ref(ref)
+    return [f"Digest: sha256:{digest_of(f'digest:{wanted}')}", f"Status: Downloaded newer image for {wanted}"]
+
+
+def pull_lines(ref: str, explicit_tag: bool) -> list[str]:
+    """The whole output of an instant pull (no waiting)."""
+    return [*pull_progress(ref, explicit_tag), *pull_done_lines(ref)]

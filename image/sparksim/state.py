@@ -7,6 +7,7 @@ Layout under $SPARKSIM_STATE (default $HOME/.sparksim):
     images.json             [{"repository", "tag", "id", "created", "size"}]
     logins.json             {"registry": {"username": ...}}   (never a password)
     unpullable              optional: image names that fail to pull, one per line
+    pull_seconds            optional: how long a pull downloads, in seconds (else $SPARKSIM_PULL_DELAY, 0)
     nvidia_smi_fault        optional: if present, nvidia-smi fails like a driver that is gone
     volumes/<name>/_data    named volumes (-v name:/path)
     containers/<64-hex id>/

@@ -55,12 +55,13 @@ def test_a_nim_launches_with_the_key_logs_in_answers_with_sense_and_stops(app, s
     assert launched.status_code == 202, launched.text
     assert launched.json()["running_on"] == "spark2" and launched.json()["health_path"] == "/v1/health/ready"
 
+    # The image is pulled first (`pulling`, after `docker login nvcr.io` in the pull job), then run.
+    assert launched.json()["state"] in ("pulling", "starting", "running"), launched.text
+    ready = wait_until(lambda: (s := nim_state(app))["state"] == "running" and s, 120, interval=1,
+                       message="the NIM ready at /v1/health/ready")
     logins = sim_cluster.ssh("spark2", "cat ${SPARKSIM_STATE:-~/.sparksim}/logins.json").stdout
     assert json.loads(logins) == {"nvcr.io": {"username": "$oauthtoken"}}
     assert sim_cluster.ssh("spark1", "cat ${SPARKSIM_STATE:-~/.sparksim}/logins.json 2>/dev/null").stdout == ""
-
-    ready = wait_until(lambda: (s := nim_state(app))["state"] == "running" and s, 120, interval=1,
-                       message="the NIM ready at /v1/health/ready")
     answers.append(json.dumps(ready))
     assert httpx.get(f"{ready['url']}/v1/health/ready", timeout=5).status_code == 200
 

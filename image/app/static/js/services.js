@@ -4,24 +4,31 @@
  * restart, and the container's logs (followed, with the Models panel's LogsPanel).
  *
  * The API has no event stream for services: the list is read again every few seconds while a
- * service is starting, and every 15 s otherwise.
+ * service is pulling its image or starting, and every 15 s otherwise. A pull shows a <progress>
+ * bar of its layers (docker prints no byte counts without a terminal).
  */
 
 import { api, readableError } from "./api.js";
 import { el, fromTemplate, keepFocus, setSlot, showMessage, slot } from "./dom.js";
-import { formatNumber } from "./format.js";
+import { formatDuration, formatNumber } from "./format.js";
 import { LogsPanel } from "./model-logs.js";
 import { fillNodeSelect, onNodeNames } from "./node-list.js";
 
 const FAST_MS = 2000;
 const SLOW_MS = 15000;
 const PENDING = /** @type {Record<string, string>} */ ({ Start: "starting…", Restart: "restarting…", Stop: "stopping…" });
+const BUSY_STATES = new Set(["pulling", "starting"]);
 
 /**
  * @typedef {{name: string, kind: string, description: string, image: string, port: number, node: string,
  *   state: string, running_on: string|null, url: string|null, container: string|null,
  *   health: {ok: boolean, status_code: number|null, latency_ms: number|null, detail: string}|null,
- *   detail: string}} Service
+ *   detail: string, pull: Pull|null}} Service
+ */
+
+/**
+ * @typedef {{image: string, node: string, state: string, elapsed_s: number, layers_total: number,
+ *   layers_downloaded: number, layers_done: number, fraction: number, message: string}} Pull
  */
 
 /**
@@ -73,7 +80,7 @@ export function initServicesPanel(panel, stream) {
         showMessage(errorNode, `Could not read the services: ${readableError(err)}`);
       })
       .finally(() => {
-        const busy = [...rows.values()].some((r) => r.state === "starting" || r.inFlight);
+        const busy = [...rows.values()].some((r) => BUSY_STATES.has(r.state) || r.inFlight);
         clearTimeout(timer);
         timer = setTimeout(reload, busy ? FAST_MS : SLOW_MS);
       });
@@ -163,7 +170,9 @@ class ServiceRow {
     setSlot(row, "description", service.description || service.image);
     slot(row, "description").title = service.image;
     this.renderWhere(service);
-    const detail = service.detail && service.detail !== "healthy" ? service.detail : null;
+    // While it pulls, the bar in "where" says it all.
+    const shown = service.detail && service.detail !== "healthy" && service.state !== "pulling";
+    const detail = shown ? service.detail : null;
     showMessage(slot(row, "detail"), detail);
     this.fillNodes(nodeNames);
     this.updateButtons();
@@ -172,6 +181,15 @@ class ServiceRow {
   /** @param {Service} s */
   renderWhere(s) {
     const where = slot(this.element, "where");
+    if (s.state === "pulling" && s.pull) {
+      where.replaceChildren(...pullParts(s.pull));
+      return;
+    }
+    if (s.pull && !s.container) {  // a failed pull: its reason is in "detail"
+      const text = `Not running · the pull of ${s.pull.image} onto ${s.pull.node} failed`;
+      where.replaceChildren(el("span", { class: "muted", text }));
+      return;
+    }
     if (!s.running_on) {
       where.replaceChildren(el("span", { class: "muted", text: `Not running · starts on ${s.node} · port ${s.port}` }));
       return;
@@ -195,7 +213,7 @@ class ServiceRow {
     };
     set("start", this.state === "stopped" || this.state === "failed");
     set("restart", hasContainer);
-    set("stop", hasContainer);
+    set("stop", hasContainer || this.state === "pulling");  // a stop cancels the pull
     this.button("logs").disabled = !(hasContainer || this.logs.isOpen);
   }
 
@@ -242,4 +260,20 @@ class ServiceRow {
     this.button("logs").setAttribute("aria-expanded", String(this.logs.isOpen));
     this.updateButtons();
   }
+}
+
+/**
+ * "Pulling <image> onto <node>", a <progress> of the layers, and the numbers.
+ * @param {Pull} p
+ */
+function pullParts(p) {
+  const bar = el("progress", { attrs: { max: "1", value: String(p.fraction ?? 0), "data-slot": "pull-bar",
+    "aria-label": `Pulling ${p.image} onto ${p.node}` } });
+  const layers = p.layers_total
+    ? `${p.layers_done} of ${p.layers_total} layers done, ${p.layers_downloaded} downloaded`
+    : "reading the image manifest";
+  return [el("span", { text: "Pulling " }), el("span", { class: "mono", text: p.image }),
+    el("span", { text: " onto " }), el("strong", { class: "mono", text: p.node }), bar,
+    el("span", { class: "muted", text: `${layers} · ${formatDuration(p.elapsed_s)}`,
+      attrs: { "data-slot": "pull-numbers" } })];
 }

@@ -1,0 +1,155 @@
+"""A service's image pulled on its node as a detached job, followed, then the container started.
+
+A NIM image is 10-40 GB: its first `docker pull` can take far longer than an HTTP request may
+hang, and a pull inside a `docker run` over one SSH channel shows nothing until it ends. So
+when the image is not on the node, ServiceManager.start (app/services.py) starts `docker pull`
+as a remote job (app/remote_job.py: its own session, output in
+~/.cache/spark-control/jobs/<id>/log on the node, survives the SSH channel), answers at once
+with the service `pulling`, and this module's task reads the job's output every poll
+(app/pull_progress.py: layers downloaded and extracted), then runs the container as a start of
+a present image does. A failed pull ends `failed` with docker's own words and a hint; a stop
+kills the job's process group (`cancelled`, nothing started).
+
+NGC_API_KEY (a NIM's `docker login nvcr.io`) reaches the job on its start command's stdin,
+read by the node-side shell (remote_job.py), never on a command line; it is scrubbed from every
+message. The app does not re-attach to a pull after a restart: the job finishes on its own (the
+image arrives, the next start takes the fast path), but its container is not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import nim
+from app.errors import SparkControlError
+from app.pull_progress import PullProgress
+from app.remote_job import RemoteJob
+from app.shellsafe import quote_args, validate_image
+
+log = logging.getLogger(__name__)
+
+_POLL_FAILURES_TOLERATED = 20  # consecutive failed polls (a blip, a node rebooting) before giving up
+_KILL_WAIT_S = 15.0            # how long a killed pull may take to record its end
+
+
+def present_command(image: str) -> str:
+    """Exit 0 if `image` is on the node (docker prints its id), 1 if not."""
+    return quote_args(["docker", "image", "inspect", "--format", "{{.Id}}", validate_image(image)])
+
+
+def pull_command(image: str, *, ngc_login: bool) -> str:
+    """`docker pull <image>`; after `docker login nvcr.io` with the job's $NGC_API_KEY for a NIM."""
+    pull = quote_args(["docker", "pull", validate_image(image)])
+    return nim.login_and_pull_command(pull) if ngc_login else pull
+
+
+@dataclass
+class ImagePull:
+    """One pull for one service: `pulling`, then `done` (the container was started), `failed` or
+    `cancelled`."""
+
+    service: str
+    node: str
+    image: str
+    job: RemoteJob
+    state: str = "pulling"
+    message: str = ""
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    progress: PullProgress = field(default_factory=PullProgress)
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "pulling"
+
+    def finish(self, state: str, message: str) -> None:
+        self.state, self.message, self.ended = state, message, time.time()
+        log.info("services: pull of %s for %s on %s %s: %s", self.image, self.service, self.node, state, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        elapsed = (self.ended or time.time()) - self.started
+        return {"image": self.image, "node": self.node, "state": self.state, "started": self.started,
+                "elapsed_s": round(elapsed, 1), **self.progress.to_dict(), "message": self.message}
+
+    def describe(self) -> str:
+        """What the services list shows in `detail` while it pulls."""
+        p = self.progress.to_dict()
+        layers = (f"{p['layers_done']}/{p['layers_total']} layers extracted, {p['layers_downloaded']} downloaded"
+                  if p["layers_total"] else "reading the image manifest")
+        return f"pulling {self.image} on {self.node}: {layers} ({self.to_dict()['elapsed_s']:.0f} s)"
+
+
+async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], scrub: Callable[[str], str],
+              poll_s: float) -> None:
+    """Follow the pull to its end, then `then()` (start the container). Every outcome is recorded
+    on `pull`; its job's files are removed, except on app shutdown (the pull goes on there)."""
+    try:
+        status = await _follow(pull, scrub=scrub, poll_s=poll_s)
+        if status is None or pull.cancel_requested.is_set():
+            pull.finish("cancelled", f"pull of {pull.image} on {pull.node} cancelled; nothing was started")
+        elif status != 0:
+            pull.finish("failed", _failure(pull, status))
+        else:
+            pull.message = f"{pull.image} pulled on {pull.node}; starting the container"
+            await then()
+            pull.finish("done", f"{pull.image} pulled on {pull.node} and started")
+    except SparkControlError as exc:
+        pull.finish("failed", scrub(exc.message))
+    except Exception as exc:  # a bug must still end the pull visibly, not leave it "pulling"
+        log.exception("services: pull of %s for %s failed unexpectedly", pull.image, pull.service)
+        pull.finish("failed", scrub(f"internal error: {type(exc).__name__}: {exc}"))
+    await pull.job.remove()
+
+
+async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float) -> int | None:
+    """The job's exit status once it ended, None when it was killed on a cancel."""
+    failures, killed_at, last_kill = 0, None, 0.0
+    while True:
+        try:
+            polled = await pull.job.poll()
+            failures = 0
+        except SparkControlError as exc:
+            failures += 1
+            if failures > _POLL_FAILURES_TOLERATED:
+                raise SparkControlError(f"lost contact with {pull.node} while pulling {pull.image} ({exc.message}); "
+                                        "the pull may still be running there") from exc
+            polled = None
+        if polled is not None:
+            pull.progress.feed(scrub(polled.text))
+            if polled.exit_status is not None:
+                return None if killed_at is not None else polled.exit_status
+        if pull.cancel_requested.is_set():
+            now = time.monotonic()
+            if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
+                await pull.job.kill()
+                killed_at, last_kill = killed_at or now, now
+            elif now - killed_at > _KILL_WAIT_S:
+                return None  # killed, but its end was never recorded: stop waiting
+            await asyncio.sleep(min(poll_s, 0.25))
+            continue
+        try:  # the next poll, or at once on cancel
+            await asyncio.wait_for(pull.cancel_requested.wait(), poll_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+
+
+def _failure(pull: ImagePull, status: int) -> str:
+    detail = pull.progress.failure_detail() or "no output"
+    hint = ""
+    if status == 127:
+        hint = " docker is not installed on the node (or not on the SSH user's PATH)."
+    elif "nvcr.io" in pull.image and any(s in detail for s in ("unauthorized", "authentication required")):
+        hint = (" nvcr.io refused NGC_API_KEY: create a new key at ngc.nvidia.com, set NGC_API_KEY and restart "
+                "spark-control (docs/NIM.md).")
+    elif any(s in detail for s in ("pull access denied", "manifest unknown", "not found", "does not exist")):
+        hint = " Check the service's `image` in services.yaml or SERVICES_OVERRIDES (docs/SERVICES.md)."
+    elif "no space left on device" in detail:
+        hint = f" Free disk space on {pull.node} (GET /api/disk shows what uses it) and start it again."
+    return f"{pull.node}: docker pull {pull.image} failed (exit {status}): {detail}.{hint}"

@@ -1,0 +1,186 @@
+"""A service whose image is not on its node yet, on the simulated Sparks: the start answers at once
+with the service `pulling`, its progress (layers, from `docker pull`'s output read as a job on the
+node) rises, then the container runs; a pull of an unknown image, or of a NIM with a key nvcr.io
+refuses, ends `failed` with docker's reason; a stop during the pull cancels it and nothing starts.
+The sim's `docker pull` takes $SPARKSIM_STATE/pull_seconds per pull (written on the node here)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from browser import screenshot
+from conftest import free_port, sim_app, wait_until
+
+pytestmark = pytest.mark.integration
+
+TAG = uuid.uuid4().hex[:8]
+KEY = "nvapi-invalid-SiMuLaTeD-pull-secret"  # the sim's registry refuses a key with "invalid" in it
+IMAGES = {"pull-ok": f"sparksim/pull-ok-{TAG}:1.0", "pull-cancel": f"sparksim/pull-cancel-{TAG}:1.0",
+          "pull-dash": f"sparksim/pull-dash-{TAG}:1.0",
+          "pull-unknown": f"example/doesnotexist-{TAG}:1.0", "pull-nim": f"nvcr.io/nim/sparksim/pull-{TAG}:1.0"}
+NODE = "spark2"
+
+
+@pytest.fixture(scope="module")
+def app(sim_cluster, tmp_path_factory):
+    data = tmp_path_factory.mktemp("service-pull")
+    overrides = data / "services.yaml"
+    lines = ["services:"]
+    for name, image in IMAGES.items():
+        port = free_port()
+        # A plain HTTP server as the container (the sim runs a generic image's command as is).
+        serve = f'args: [python3, -m, http.server, "{port}"], health_path: /, ' if name != "pull-nim" else ""
+        kind = "nim" if name == "pull-nim" else "other"
+        lines.append(f"  {name}: {{kind: {kind}, image: {IMAGES[name]}, node: {NODE}, port: {port}, "
+                     f"{serve}start_timeout_s: 60, gpu: false}}")
+    overrides.write_text("\n".join(lines) + "\n")
+    with sim_app(sim_cluster, data, SERVICES_OVERRIDES=str(overrides), NGC_API_KEY=KEY) as running:
+        yield running
+
+
+def on_node(sim_cluster, command: str) -> str:
+    return sim_cluster.ssh(NODE, command).stdout
+
+
+def set_pull_seconds(sim_cluster, seconds: float) -> None:
+    on_node(sim_cluster, f"echo {seconds} > ${{SPARKSIM_STATE:-~/.sparksim}}/pull_seconds")
+
+
+@pytest.fixture(autouse=True)
+def clean(sim_cluster):
+    yield
+    on_node(sim_cluster, "rm -f ${SPARKSIM_STATE:-~/.sparksim}/pull_seconds; "
+                         "docker ps -aq --filter label=spark-control.service | xargs -r docker rm -f")
+
+
+def service(app, name: str) -> dict:
+    response = app.get(f"/api/services/{name}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_start_answers_pulling_at_once_progress_rises_then_it_runs(app, sim_cluster):
+    set_pull_seconds(sim_cluster, 6)
+    asked = time.monotonic()
+    started = app.post("/api/services/pull-ok/start")
+    answered_in = time.monotonic() - asked
+    assert started.status_code == 202, started.text
+    body = started.json()
+    assert answered_in < 5, f"the start hung {answered_in:.1f} s"
+    assert body["state"] == "pulling" and body["running_on"] == NODE and body["container"] is None
+    assert body["pull"]["image"] == IMAGES["pull-ok"] and body["pull"]["state"] == "pulling"
+
+    seen: list[dict] = []
+    def pulled() -> dict | None:
+        s = service(app, "pull-ok")
+        if s["state"] == "pulling":
+            seen.append(s["pull"])
+            return None
+        return s
+    after = wait_until(pulled, 60, interval=0.3, message="the pull to end")
+    fractions = [p["fraction"] for p in seen]
+    assert fractions == sorted(fractions), fractions
+    assert len({f for f in fractions if 0 < f < 1}) >= 3, fractions  # seen rising, not just 0 then done
+    assert {p["layers_total"] for p in seen if p["layers_total"]} == {3}
+    assert after["state"] in ("starting", "running"), (after["detail"], after["pull"])
+
+    running = wait_until(lambda: (s := service(app, "pull-ok"))["state"] == "running" and s, 60,
+                         message="the service running after its pull")
+    assert running["container"] == "sc-svc-pull-ok" and running["health"]["ok"] and running["pull"] is None
+    assert IMAGES["pull-ok"].split(":")[0] in on_node(sim_cluster, "docker images --format '{{.Repository}}'")
+    wait_until(lambda: on_node(sim_cluster, "ls ~/.cache/spark-control/jobs 2>/dev/null | grep svcpull") == "",
+               10, message="the pull job's files removed from the node")
+
+    assert app.post("/api/services/pull-ok/stop").json()["state"] == "stopped"
+    again = app.post("/api/services/pull-ok/start")  # the image is there now: no pull, the container at once
+    assert again.status_code == 202 and again.json()["state"] in ("starting", "running"), again.text
+    assert again.json()["container"] == "sc-svc-pull-ok"
+
+
+def test_the_pull_detail_names_the_layers(app, sim_cluster):
+    set_pull_seconds(sim_cluster, 30)
+    assert app.post("/api/services/pull-cancel/start").status_code == 202
+    s = wait_until(lambda: (s := service(app, "pull-cancel"))["pull"]["layers_total"] and s, 20,
+                   message="the layers known")
+    assert s["detail"].startswith(f"pulling {IMAGES['pull-cancel']} on {NODE}: 0/3 layers extracted"), s["detail"]
+    again = app.post("/api/services/pull-cancel/start")
+    assert again.status_code == 409 and "pulling its image" in again.json()["error"]["message"]
+    assert app.post("/api/services/pull-cancel/stop").status_code == 200
+
+
+def test_a_stop_during_the_pull_cancels_it_and_nothing_starts(app, sim_cluster):
+    set_pull_seconds(sim_cluster, 30)
+    assert app.post("/api/services/pull-cancel/start").status_code == 202
+    wait_until(lambda: service(app, "pull-cancel")["pull"]["layers_total"], 20, message="the pull under way")
+    assert IMAGES["pull-cancel"] in on_node(sim_cluster, "ps -eo args")  # docker pull runs on the node
+
+    asked = time.monotonic()
+    stopped = app.post("/api/services/pull-cancel/stop")
+    assert stopped.status_code == 200, stopped.text
+    assert time.monotonic() - asked < 20
+    assert stopped.json()["state"] == "stopped" and stopped.json()["pull"] is None
+
+    time.sleep(3)  # long enough for a pull that went on to finish a layer, or a container to appear
+    assert "sc-svc-pull-cancel" not in on_node(sim_cluster, "docker ps -a --format '{{.Names}}'")
+    assert IMAGES["pull-cancel"].split(":")[0] not in on_node(sim_cluster, "docker images --format '{{.Repository}}'")
+    assert IMAGES["pull-cancel"] not in on_node(sim_cluster, "ps -eo args")
+    assert service(app, "pull-cancel")["state"] == "stopped"
+
+
+def test_a_pull_of_an_unknown_image_fails_with_dockers_reason(app, sim_cluster):
+    started = app.post("/api/services/pull-unknown/start")
+    assert started.status_code == 202 and started.json()["state"] == "pulling", started.text
+    failed = wait_until(lambda: (s := service(app, "pull-unknown"))["state"] == "failed" and s, 30,
+                        message="the pull failed")
+    assert f"pull access denied for example/doesnotexist-{TAG}" in failed["detail"], failed
+    assert "Check the service's `image`" in failed["detail"] and failed["pull"]["state"] == "failed"
+    assert "sc-svc-pull-unknown" not in on_node(sim_cluster, "docker ps -a --format '{{.Names}}'")
+    listed = {s["name"]: s for s in app.get("/api/services").json()["services"]}
+    assert listed["pull-unknown"]["state"] == "failed"
+
+    cleared = app.post("/api/services/pull-unknown/stop")  # forgets the failure
+    assert cleared.status_code == 200 and cleared.json()["state"] == "stopped", cleared.text
+    assert app.post("/api/services/pull-unknown/stop").status_code == 404
+
+
+def test_a_nim_pull_refused_by_nvcr_fails_with_the_reason_and_the_key_stays_secret(app, sim_cluster):
+    launched = app.post("/api/nim/pull-nim/launch")
+    assert launched.status_code == 202 and launched.json()["state"] == "pulling", launched.text
+    failed = wait_until(lambda: (s := service(app, "pull-nim"))["state"] == "failed" and s, 30,
+                        message="the NIM pull failed")
+    assert "unauthorized: authentication required" in failed["detail"], failed
+    assert "nvcr.io refused NGC_API_KEY" in failed["detail"]
+    answers = [launched.text, app.get("/api/nim").text, app.get("/api/services").text]
+    assert not [text for text in [*answers, app.log(), on_node(sim_cluster, "ps -eo args")] if KEY in text]
+    assert app.post("/api/nim/pull-nim/stop").status_code == 200
+
+
+def test_the_dashboard_shows_the_pull_as_a_rising_progress_bar_then_running(app, sim_cluster, pages):
+    set_pull_seconds(sim_cluster, 8)
+    page, problems = pages.open(app.url)
+    row = page.locator('#services li.service[data-service="pull-dash"]')
+    expect(row.locator('[data-slot="state"]')).to_have_text("stopped", timeout=30_000)
+    # Every value the bar takes (the row is redrawn on each refresh): window.__pull.
+    page.evaluate("""() => { window.__pull = [];
+        const row = document.querySelector('#services li.service[data-service="pull-dash"]');
+        const note = () => { const bar = row.querySelector('[data-slot="where"] progress');
+            if (bar) window.__pull.push(Number(bar.getAttribute('value'))); };
+        new MutationObserver(note).observe(row, {subtree: true, childList: true, attributes: true}); }""")
+    row.get_by_role("button", name="Start pull-dash", exact=True).click()
+    expect(row).to_have_attribute("data-state", "pulling", timeout=15_000)
+    expect(row.get_by_role("progressbar", name=f"Pulling {IMAGES['pull-dash']} onto {NODE}")).to_be_visible()
+    expect(row.locator('[data-slot="pull-numbers"]')).to_contain_text(re.compile(r"of 3 layers done"))
+    expect(row.get_by_role("button", name="Stop pull-dash")).to_be_enabled()  # a stop cancels the pull
+    expect(row.locator('[data-slot="pull-numbers"]')).to_contain_text(re.compile(r"^[12] of 3 layers done"))
+    screenshot(row, "service-pulling.png")
+    expect(row).to_have_attribute("data-state", "running", timeout=60_000)
+    values = page.evaluate("() => window.__pull")
+    assert values == sorted(values) and len({v for v in values if 0 < v < 1}) >= 2, values
+    expect(row.locator('[data-slot="where"]')).to_contain_text(f"On {NODE}")
+    assert app.post("/api/services/pull-dash/stop").status_code == 200
+    assert problems.unexpected() == [], problems.items
