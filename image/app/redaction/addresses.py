@@ -73,7 +73,7 @@ _STATE_NAMES = (
 # A code or a name, as one trie: tried after every city candidate of every address tail.
 _STATE = _trie_regex(_STATES.split("|") + _STATE_NAMES.split("|"), fold=False)
 _UK_POSTCODE = r"(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})"
-_WORD = r"(?:[A-Z][A-Za-z'’.-]*|\d{1,3}(?:st|nd|rd|th)|(?:de|la|del|von|van|of|the)\b)"
+_WORD = r"(?:[A-Z][A-Za-z'’.-]*+|\d{1,3}(?:st|nd|rd|th)|(?:de|la|del|von|van|of|the)\b)"
 _CITY = r"(?:[A-Z][A-Za-z'’.-]+(?:[ -][A-Z][A-Za-z'’.-]+){0,3})"
 _SEP = r"(?:,[ \t]*\n?[ \t]*|[ \t]*\n[ \t]*|[ \t]+)"
 _UNIT = (
@@ -90,7 +90,7 @@ _TAIL = (
 _SPELLED = r"(?:One|Two|Three|Four|Five|Six|Seven|Eight|Nine|Ten|Eleven|Twelve|Twenty|Thirty|Fifty|Hundred)"
 # After the building number: direction, street words, the suffix, a unit, then the tail.
 _STREET_REST = (
-    rf",?[ \t]+(?:{_DIRECTION}[ \t]+)?(?:{_WORD}[ \t]+){{0,4}}(?i:(?:{_SUFFIX})\b)\.?"
+    rf",?[ \t]++(?:{_DIRECTION}[ \t]++)?(?:{_WORD}[ \t]++){{0,4}}(?i:(?:{_SUFFIX})\b)\.?"
     rf"(?:[ \t]+(?:NE|NW|SE|SW|N|S|E|W)\b\.?)?"
     rf"(?:,?[ \t]*{_UNIT})?(?:{_TAIL})?"
 )
@@ -101,12 +101,12 @@ _STREET_REST = (
 # so "walked 5 blocks down the street" stays prose. Same pass as the numbered form (one scan of
 # the digits instead of two), tried first: "465 wells road" must not stop at the suffix "wells".
 _LOWER_REST = (
-    r"[a-z]?[ \t]+(?:[a-z][a-z'-]+[ \t]+){1,2}"
+    r"[a-z]?[ \t]++(?:[a-z][a-z'-]++[ \t]++){1,2}"
     r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|way)\b\.?"
     rf"(?:{_TAIL})?"
 )
 _ADDRESS = re.compile(
-    rf"\d(?<![\w-]\d)\d{{0,5}}(?:{_LOWER_REST}|[A-Za-z]?(?:-\d{{1,6}}[A-Za-z]?)?{_STREET_REST})"
+    rf"\d(?<![\w-]\d)\d{{0,5}}+(?:{_LOWER_REST}|[A-Za-z]?(?:-\d{{1,6}}+[A-Za-z]?)?{_STREET_REST})"
 )
 _ADDRESS_SPELLED = re.compile(rf"{_SPELLED}{_STREET_REST}")
 _ADDRESS_UNIT_FIRST = re.compile(rf"{_UNIT}{_SEP}(?:\d{{1,6}}[A-Za-z]?(?:-\d{{1,6}}[A-Za-z]?)?)?{_STREET_REST}")

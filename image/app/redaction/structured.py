@@ -92,16 +92,16 @@ def _anchored(text: str, anchor: str, back: frozenset[str], max_back: int, rx: r
 # an optional extension. The digit count decides (see _phone_ok); the patterns only propose.
 # Three patterns by first character ("+", "(", digit) so that re can jump to candidates: a
 # pattern that starts with a look-behind is tried at every character of the text.
-_PHONE_GROUPS = r"(?:[\s.-]\d{1,8}){0,6}"
-_PHONE_END = r"(?P<ext>\s?(?:ext\.?|extension|x|\#)\s?\d{1,6})?(?![\w-]|[.:]\d)"
+_PHONE_GROUPS = r"(?:[\s.-]\d{1,8}+){0,6}"
+_PHONE_END = r"(?P<ext>\s?(?:ext\.?|extension|x|\#)\s?\d{1,6}+)?(?![\w-]|[.:]\d)"
 _PHONES = (
     re.compile(
-        rf"\+(?<![\w+/.:-]\+)\s?[1-9]\d{{0,2}}(?:[\s.-]?\(\d{{1,5}}\))?[\s.-]?\d{{1,12}}{_PHONE_GROUPS}{_PHONE_END}",
+        rf"\+(?<![\w+/.:-]\+)\s?[1-9]\d{{0,2}}(?:[\s.-]?\(\d{{1,5}}+\))?[\s.-]?\d{{1,12}}+{_PHONE_GROUPS}{_PHONE_END}",
         re.IGNORECASE,
     ),
-    re.compile(rf"\((?<![\w+/.:-]\()\d{{1,5}}\)[\s.-]?\d{{1,12}}{_PHONE_GROUPS}{_PHONE_END}", re.IGNORECASE),
+    re.compile(rf"\((?<![\w+/.:-]\()\d{{1,5}}+\)[\s.-]?\d{{1,12}}+{_PHONE_GROUPS}{_PHONE_END}", re.IGNORECASE),
     re.compile(
-        rf"\d(?<![\w+/.:-]\d)(?=(?:[\s().+-]{{0,3}}\d){{6}})\d{{0,11}}(?:[\s.-]?\(\d{{1,5}}\))?{_PHONE_GROUPS}{_PHONE_END}",
+        rf"\d(?<![\w+/.:-]\d)(?=(?:[\s().+-]{{0,3}}\d){{6}})\d{{0,11}}+(?:[\s.-]?\(\d{{1,5}}+\))?{_PHONE_GROUPS}{_PHONE_END}",
         re.IGNORECASE,
     ),
 )
@@ -241,7 +241,7 @@ def _ssns(t: Text) -> Iterator[Finding]:
 
 
 # ------------------------------------------------------------------------------------------- ip
-_IPV4 = re.compile(r"(\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3})(?![\w]|\.\d)")
+_IPV4 = re.compile(r"(\d(?<![\w.]\d)\d{0,2}+(?:\.\d{1,3}+){3})(?![\w]|\.\d)")
 _VERSION_BEFORE = re.compile(r"(?i)\b(?:version|release|v|build)\s*$")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.].)[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f]{0,4}:){1,6}+(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
