@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import socket
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -68,6 +70,51 @@ def test_replicas_take_turns_and_a_refused_one_is_skipped(whisper_replicas):
     # Every other request tried spark2 first; the whole file was sent again, to spark1.
     assert retries_counted(gateway.url, "whisper-large-v3-turbo") == 3
     assert {r["file_bytes"] for r in first.requests} == {len(AUDIO[1])}
+
+
+class AcceptsThenDrops:
+    """A port that accepts the connection, reads the request, then closes without an answer: the
+    request reached a server, so resending it could run it twice. It must not be retried."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(65536):
+                    self.requests += 1
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def test_a_replica_that_takes_the_upload_and_drops_it_is_not_retried(tmp_path):
+    dropper, good = AcceptsThenDrops(), StandIn("vllm").start()
+    gateway = InThreadApp(tmp_path).start()
+    try:
+        for base, node in ((dropper.base_url, "spark1"), (good.base_url, "spark2")):
+            gateway.add_deployment(base, name="whisper-large-v3-turbo", served_name="openai/whisper-large-v3-turbo",
+                                   capabilities=("audio",), node=node)
+        codes = [httpx.post(f"{gateway.url}/v1/audio/transcriptions", data={"model": "whisper-1"},
+                            files={"file": AUDIO}, timeout=30).status_code for _ in range(2)]
+        # Replicas take turns: one request went to the dropper and failed there (502), the other
+        # was answered by the good replica; the dropped one was not sent again.
+        assert sorted(codes) == [200, 502], codes
+        assert dropper.requests >= 1 and len(good.requests) == 1
+        assert retries_counted(gateway.url) == 0
+    finally:
+        gateway.stop()
+        good.stop()
+        dropper.stop()
 
 
 def test_every_replica_refused_is_one_502_naming_them(whisper_replicas):
