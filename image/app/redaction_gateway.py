@@ -235,15 +235,15 @@ def _upstream_error(message: str) -> bytes:
 
 # -- the bare transformation ----------------------------------------------------------------------
 # The dashboard's twins need no key, and anything a browser sends curl can send too: they only
-# ever reach conversations of their own (ids with this prefix), never an app's.
+# ever reach conversations of their own, never an app's. Every id they are given is read in their
+# namespace ("ticket-7" there is "dashboard-ticket-7"), and the ids they issue carry it.
 DASHBOARD_PREFIX = "dashboard-"
 
 
-def _dashboard_conversation(value: str | None) -> str | None:
-    if value is not None and not value.startswith(DASHBOARD_PREFIX):
-        raise InvalidInput(f"the playground only continues its own conversations (ids starting "
-                           f"{DASHBOARD_PREFIX!r}); leave conversation_id out to start one.", field="conversation_id")
-    return value
+def _in_dashboard_namespace(value: str | None) -> str | None:
+    if value is None or value.startswith(DASHBOARD_PREFIX):
+        return value
+    return DASHBOARD_PREFIX + value
 
 
 async def _redact(request: Request, body: RedactRequest, prefix: str = "") -> Response:
@@ -327,12 +327,13 @@ def build_router() -> APIRouter:
     @router.post("/api/dashboard/redact", summary="The Redaction playground's POST /api/redact: no API key, "
                                                   "its own conversations only")
     async def dashboard_redact(request: Request, body: RedactRequest) -> Response:
-        _dashboard_conversation(body.conversation_id)
+        body.conversation_id = _in_dashboard_namespace(body.conversation_id)
         return await _redact(request, body, DASHBOARD_PREFIX)
 
     @router.post("/api/dashboard/unredact", summary="The Redaction playground's POST /api/unredact: no API key, "
                                                     "its own conversations only")
     async def dashboard_unredact(request: Request, body: UnredactRequest) -> Response:
+        body.conversation_id = _in_dashboard_namespace(body.conversation_id)
         return await _unredact(request, body, DASHBOARD_PREFIX)
 
     @router.delete("/api/redact/conversations/{conversation_id}",

@@ -98,12 +98,13 @@ def test_redaction_round_trip(app, pages):
     panel.get_by_label("Conversation id").fill("playground-2")
     panel.get_by_role("button", name="Redact").click()
     expect(redacted).to_have_text(re.compile(r"john\.smith@example\.com or call \[PHONE_1\]"))
-    expect(panel.locator('[data-slot="conversation"]')).to_have_text("playground-2")
+    # The playground's conversations live apart from the apps' (docs/API.md): its namespace.
+    expect(panel.locator('[data-slot="conversation"]')).to_have_text("dashboard-playground-2")
     # The conversation is forgotten behind the page's back (as REDACTION_TTL_S would).
-    assert httpx.delete(f"{app.url}/api/redact/conversations/playground-2", timeout=10).status_code == 200
+    assert httpx.delete(f"{app.url}/api/redact/conversations/dashboard-playground-2", timeout=10).status_code == 200
     panel.get_by_role("button", name="Restore").click()
     expect(panel.locator('[data-slot="restore-error"]')).to_have_text(re.compile(
-        r"^Could not restore: no redaction conversation 'playground-2'"))
+        r"^Could not restore: no redaction conversation 'dashboard-playground-2'"))
     page.set_viewport_size({"width": 390, "height": 844})
     assert no_horizontal_overflow(page)[0] <= 390
     assert problems.unexpected(r"HTTP 404: .*/api/dashboard/unredact$", r"status of 404") == [], problems.items
