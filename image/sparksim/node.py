@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,10 @@ class SimNode:
 
     def start(self) -> None:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        # sshd under a reaper (sparksim/reaper.py): what systemd does for it on a real Spark.
+        reaper = Path(__file__).with_name("reaper.py")
         inner = (f"mount --bind {self.meminfo} /proc/meminfo && "
-                 f"exec /usr/sbin/sshd -D -e -f {self.dir / 'sshd_config'}")
+                 f"exec {sys.executable} {reaper} /usr/sbin/sshd -D -e -f {self.dir / 'sshd_config'}")
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
