@@ -13,6 +13,12 @@ its standard input into a shell variable and uses it only through shell builtins
 key on stdin; `docker run -e NGC_API_KEY` copies it by name from the environment. The key is sent
 over the SSH channel as the command's stdin. It ends up inside the container (NIM needs it there)
 and in docker's credential store on the node (what `docker login` always does).
+
+An image pull (app/service_pull.py) runs for minutes as a detached job: the key must not live in
+any of its processes' environments (/proc/<pid>/environ, `ps eww` show those to the node user).
+So the login is done first, as its own short command with the key in an unexported variable
+(`login_from_stdin_command`), and the pull job starts with no secret at all: it uses the
+credentials docker stored.
 """
 
 from __future__ import annotations
@@ -30,10 +36,21 @@ NGC_USERNAME = "$oauthtoken"  # NGC's fixed user name for API-key logins (a lite
 KEY_ENV = "NGC_API_KEY"
 
 
-def login_command() -> str:
-    """`docker login nvcr.io` with the node-side shell's $NGC_API_KEY on its stdin (printf is a builtin)."""
+def login_command(variable: str = KEY_ENV) -> str:
+    """`docker login nvcr.io` with the node-side shell's $`variable` on its stdin (printf is a builtin)."""
     login = shellsafe.quote_args(["docker", "login", NGC_REGISTRY, "--username", NGC_USERNAME, "--password-stdin"])
-    return f"printf '%s\\n' \"${KEY_ENV}\" | {login} >/dev/null"
+    return f"printf '%s\\n' \"${shellsafe.validate_env_name(variable)}\" | {login} >/dev/null"
+
+
+# Not NGC_API_KEY: a name the SSH session could have inherited exported; this one stays a plain
+# shell variable, in no process's environment.
+_LOGIN_VAR = "SC_NGC_KEY_IN"
+
+
+def login_from_stdin_command() -> str:
+    """Only `docker login nvcr.io`, the key read from stdin into an unexported variable. Its
+    stderr (docker's reason, scrubbed by the caller) says why nvcr.io refused."""
+    return f"unset {_LOGIN_VAR}; IFS= read -r {_LOGIN_VAR} && {login_command(_LOGIN_VAR)}"
 
 
 def login_and_run_command(run_command: str) -> str:
@@ -41,10 +58,13 @@ def login_and_run_command(run_command: str) -> str:
     return f"IFS= read -r {KEY_ENV} && export {KEY_ENV} && {login_command()} && {run_command}"
 
 
-def login_and_pull_command(pull_command: str) -> str:
-    """For a pull job (app/service_pull.py), whose shell already holds $NGC_API_KEY from stdin
-    (remote_job.py reads it): log in, drop the key from the environment, pull."""
-    return f"{login_command()} && unset {KEY_ENV} && {pull_command}"
+REFUSED_HINT = ("nvcr.io refused NGC_API_KEY: create a new key at ngc.nvidia.com, set NGC_API_KEY and restart "
+                "spark-control (docs/NIM.md).")
+
+
+def refused(output: str) -> bool:
+    """docker's words for a registry that refused the credentials."""
+    return any(s in output for s in ("unauthorized", "authentication required"))
 
 
 def key_input(settings) -> str:

@@ -17,7 +17,8 @@ one line per layer event, which is enough for layers done out of layers known:
 extraction of big layers on a fast one. docker lists every layer first (Pulling fs layer,
 Waiting, Already exists), then reports on them; `fraction` stays 0 while that list is still
 arriving, so that a poll that saw only its first lines ("Already exists") cannot show 100 %
-and then fall back.
+and then fall back. The list starts at "<tag>: Pulling from ...": lines before it (a warning of
+docker's, a login's output) do not end it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PullProgress:
         self.status: str | None = None  # docker's closing "Status: ..." line
         self._partial = ""
         self._listing = True            # still reading docker's list of layers
+        self._pulling_from = False      # its "<tag>: Pulling from" line was seen: the list begins
         self._tail: list[str] = []      # the last lines that are not layer events, for a failure's reason
 
     def feed(self, text: str) -> None:
@@ -56,7 +58,7 @@ class PullProgress:
         if layer:
             layer_id, event = layer.groups()
             self.layers.add(layer_id)
-            self._listing = self._listing and event in _LISTING
+            self._listing = self._listing and (event in _LISTING or not self._pulling_from)
             if event in ("Download complete", "Already exists", "Pull complete"):
                 self.downloaded.add(layer_id)
             if event in ("Already exists", "Pull complete"):
@@ -64,8 +66,10 @@ class PullProgress:
             if event in _KNOWN or event in _LISTING or event.startswith(("Verifying", "Download", "Extracting",
                                                                          "Pull complete")):
                 return  # a layer's progress, not worth keeping as a failure's reason
-        elif ": Pulling from " not in line and not line.startswith("Using default tag"):
-            self._listing = False  # the list of layers comes right after these two
+        elif ": Pulling from " in line:
+            self._pulling_from = True
+        elif self._pulling_from:
+            self._listing = False  # the list of layers comes right after "Pulling from"
         if line.startswith("Digest: "):
             self.digest = line.removeprefix("Digest: ")
         elif line.startswith("Status: "):

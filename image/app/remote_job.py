@@ -44,6 +44,8 @@ _META_MAX_BYTES = 65536
 class Poll:
     text: str               # output since the previous poll
     exit_status: int | None  # None while the command runs (or while output is left to read)
+    alive: bool = True       # its process group answers (or has no pid yet); False with no exit
+                             # status: its processes died unrecorded (the node rebooted), or it just ended
 
 
 @dataclass
@@ -97,20 +99,22 @@ class RemoteJob:
     async def poll(self, max_bytes: int = _POLL_MAX_BYTES) -> Poll:
         """The output written since the last poll (at most `max_bytes` of it), and the exit
         status once the command ended and its whole output has been read."""
-        # exit is read before the log: once it exists, the log is complete.
-        script = (f'd={self.dir}; e=$(cat "$d/exit" 2>/dev/null); s=$(wc -c < "$d/log" 2>/dev/null || echo 0); '
-                  f'echo "$e $s"; n=$((s - {self.offset})); [ "$n" -gt {max_bytes} ] && n={max_bytes}; '
+        # alive is read before exit (a job that ends in between is seen ended), exit before the log:
+        # once it exists, the log is complete. No pid file yet (just started): alive.
+        script = (f'd={self.dir}; a=1; p=$(cat "$d/pid" 2>/dev/null) && {{ kill -s 0 -- "-$p" 2>/dev/null || a=0; }}; '
+                  'e=$(cat "$d/exit" 2>/dev/null); s=$(wc -c < "$d/log" 2>/dev/null || echo 0); '
+                  f'echo "${{e:--}} $s $a"; n=$((s - {self.offset})); [ "$n" -gt {max_bytes} ] && n={max_bytes}; '
                   f'tail -c +{self.offset + 1} "$d/log" 2>/dev/null | head -c "$n"')
         result = await self.pool.run(self.node, script, timeout=15)
         header, _, text = result.stdout.partition("\n")
         fields = header.split()
-        exit_status = int(fields[0]) if len(fields) == 2 and fields[0].lstrip("-").isdigit() else None
-        size = fields[-1] if fields else ""
+        exit_status = int(fields[0]) if len(fields) == 3 and fields[0].lstrip("-").isdigit() else None
+        size = fields[1] if len(fields) == 3 else ""
         if size.isdigit():
             self.offset = max(self.offset, min(int(size), self.offset + max_bytes))
             if self.offset < int(size):
                 exit_status = None  # more to read first: the end is reported with the last bytes
-        return Poll(text, exit_status)
+        return Poll(text, exit_status, alive=not (len(fields) == 3 and fields[2] == "0"))
 
     async def kill(self) -> None:
         """SIGTERM to the job's process group; nothing if it already ended."""

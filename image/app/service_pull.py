@@ -8,11 +8,13 @@ as a remote job (app/remote_job.py: its own session, output in
 with the service `pulling`, and this module's task reads the job's output every poll
 (app/pull_progress.py: layers downloaded and extracted), then runs the container as a start of
 a present image does. A failed pull ends `failed` with docker's own words and a hint; a stop
-kills the job's process group (`cancelled`, nothing started).
+kills the job's process group (`cancelled`, nothing started); a stop while the container is
+being started (`starting`) removes it once `docker run` returns. A job whose processes are gone
+without an exit status (the node rebooted) ends `failed` after two polls that saw it so.
 
-NGC_API_KEY (a NIM's `docker login nvcr.io`) reaches the job on its start command's stdin,
-read by the node-side shell (remote_job.py), never on a command line; it is scrubbed from every
-message. The app does not re-attach to a pull after a restart: the job finishes on its own (the
+A NIM's `docker login nvcr.io` runs before the job starts, as its own short command
+(nim.login_from_stdin_command: the key on stdin, in an unexported variable): the pull job,
+which runs for minutes, holds no secret in its environment or files. The app does not re-attach to a pull after a restart: the job finishes on its own (the
 image arrives, the next start takes the fast path), but its container is not started.
 """
 
@@ -33,7 +35,7 @@ from app.shellsafe import quote_args, validate_image
 
 log = logging.getLogger(__name__)
 
-_POLL_FAILURES_TOLERATED = 20  # consecutive failed polls (a blip, a node rebooting) before giving up
+_UNREACHABLE_GIVE_UP_S = 600.0  # a node unreachable this long (not a blip, not a reboot) ends the pull
 _KILL_WAIT_S = 15.0            # how long a killed pull may take to record its end
 
 
@@ -42,16 +44,15 @@ def present_command(image: str) -> str:
     return quote_args(["docker", "image", "inspect", "--format", "{{.Id}}", validate_image(image)])
 
 
-def pull_command(image: str, *, ngc_login: bool) -> str:
-    """`docker pull <image>`; after `docker login nvcr.io` with the job's $NGC_API_KEY for a NIM."""
-    pull = quote_args(["docker", "pull", validate_image(image)])
-    return nim.login_and_pull_command(pull) if ngc_login else pull
+def pull_command(image: str) -> str:
+    """`docker pull <image>` (a NIM's `docker login nvcr.io` was done before: ServiceManager._start_pull)."""
+    return quote_args(["docker", "pull", validate_image(image)])
 
 
 @dataclass
 class ImagePull:
-    """One pull for one service: `pulling`, then `done` (the container was started), `failed` or
-    `cancelled`."""
+    """One pull for one service: `pulling`, `starting` (pulled; `docker run` under way), then `done`
+    (the container was started), `failed` or `cancelled`."""
 
     service: str
     node: str
@@ -63,11 +64,13 @@ class ImagePull:
     ended: float | None = None
     progress: PullProgress = field(default_factory=PullProgress)
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    cancel_error: str | None = None          # why the last attempt to kill the job failed
+    unreachable_since: float | None = None   # the node did not answer the polls since then
     task: asyncio.Task | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
-        return self.state == "pulling"
+        return self.state in ("pulling", "starting")
 
     def finish(self, state: str, message: str) -> None:
         self.state, self.message, self.ended = state, message, time.time()
@@ -83,13 +86,19 @@ class ImagePull:
         p = self.progress.to_dict()
         layers = (f"{p['layers_done']}/{p['layers_total']} layers extracted, {p['layers_downloaded']} downloaded"
                   if p["layers_total"] else "reading the image manifest")
+        if self.state == "starting":
+            return self.message
+        if self.unreachable_since is not None:
+            return (f"{self.node} unreachable for {time.time() - self.unreachable_since:.0f} s; the pull goes on "
+                    f"there ({layers} when last seen)")
         return f"pulling {self.image} on {self.node}: {layers} ({self.to_dict()['elapsed_s']:.0f} s)"
 
 
-async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], scrub: Callable[[str], str],
-              poll_s: float) -> None:
-    """Follow the pull to its end, then `then()` (start the container). Every outcome is recorded
-    on `pull`; its job's files are removed, except on app shutdown (the pull goes on there)."""
+async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Callable[[], Awaitable[None]],
+              scrub: Callable[[str], str], poll_s: float) -> None:
+    """Follow the pull to its end, then `then()` (start the container); `undo()` (remove it) when a
+    stop came while `then()` ran. Every outcome is recorded on `pull`; its job's files are removed,
+    except on app shutdown (the pull goes on there)."""
     try:
         status = await _follow(pull, scrub=scrub, poll_s=poll_s)
         if status is None or pull.cancel_requested.is_set():
@@ -97,9 +106,15 @@ async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], scrub: Ca
         elif status != 0:
             pull.finish("failed", _failure(pull, status))
         else:
-            pull.message = f"{pull.image} pulled on {pull.node}; starting the container"
+            pull.state, pull.message = "starting", f"{pull.image} pulled on {pull.node}; starting the container"
             await then()
-            pull.finish("done", f"{pull.image} pulled on {pull.node} and started")
+            if pull.cancel_requested.is_set():
+                # `docker run` cannot be interrupted half-way: the stop is honoured once it returned.
+                await undo()
+                pull.finish("cancelled", f"{pull.image} pulled on {pull.node}; the container started during the "
+                                         "stop was removed")
+            else:
+                pull.finish("done", f"{pull.image} pulled on {pull.node} and started")
     except SparkControlError as exc:
         pull.finish("failed", scrub(exc.message))
     except Exception as exc:  # a bug must still end the pull visibly, not leave it "pulling"
@@ -110,28 +125,44 @@ async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], scrub: Ca
 
 async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float) -> int | None:
     """The job's exit status once it ended, None when it was killed on a cancel."""
-    failures, killed_at, last_kill = 0, None, 0.0
+    killed_at, last_kill, gone, last_good = None, 0.0, 0, time.monotonic()
     while True:
+        if pull.cancel_requested.is_set():  # kill before polling: an unreachable node is reported sooner
+            now = time.monotonic()
+            if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
+                try:
+                    await pull.job.kill()
+                    killed_at, pull.cancel_error = killed_at or now, None
+                except SparkControlError as exc:  # unreachable: the stop says so; tried again meanwhile
+                    pull.cancel_error = exc.message
+                last_kill = now
+            elif now - killed_at > _KILL_WAIT_S:
+                return None  # killed, but its end was never recorded: stop waiting
         try:
             polled = await pull.job.poll()
-            failures = 0
+            last_good, pull.unreachable_since = time.monotonic(), None
         except SparkControlError as exc:
-            failures += 1
-            if failures > _POLL_FAILURES_TOLERATED:
-                raise SparkControlError(f"lost contact with {pull.node} while pulling {pull.image} ({exc.message}); "
-                                        "the pull may still be running there") from exc
+            # Time, not a count of failed polls: while the SSH pool backs off a poll can take 15 s or
+            # fail at once, and a network blip of a minute must not end a pull that goes on there.
+            pull.unreachable_since = pull.unreachable_since or time.time()
+            if time.monotonic() - last_good > _UNREACHABLE_GIVE_UP_S:
+                raise SparkControlError(f"lost contact with {pull.node} for {_UNREACHABLE_GIVE_UP_S:.0f} s while "
+                                        f"pulling {pull.image} ({exc.message}); the pull may still be running "
+                                        "there") from exc
             polled = None
         if polled is not None:
             pull.progress.feed(scrub(polled.text))
             if polled.exit_status is not None:
                 return None if killed_at is not None else polled.exit_status
+            # No exit status and no process: the waiter that writes it died too (a reboot). Twice in
+            # a row, because the waiter writes it a moment after the command ended.
+            gone = 0 if polled.alive else gone + 1
+            if gone >= 2:
+                if killed_at is not None:
+                    return None
+                raise SparkControlError(f"the pull's processes on {pull.node} are gone (node rebooted?); "
+                                        "start it again")
         if pull.cancel_requested.is_set():
-            now = time.monotonic()
-            if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
-                await pull.job.kill()
-                killed_at, last_kill = killed_at or now, now
-            elif now - killed_at > _KILL_WAIT_S:
-                return None  # killed, but its end was never recorded: stop waiting
             await asyncio.sleep(min(poll_s, 0.25))
             continue
         try:  # the next poll, or at once on cancel
@@ -145,9 +176,8 @@ def _failure(pull: ImagePull, status: int) -> str:
     hint = ""
     if status == 127:
         hint = " docker is not installed on the node (or not on the SSH user's PATH)."
-    elif "nvcr.io" in pull.image and any(s in detail for s in ("unauthorized", "authentication required")):
-        hint = (" nvcr.io refused NGC_API_KEY: create a new key at ngc.nvidia.com, set NGC_API_KEY and restart "
-                "spark-control (docs/NIM.md).")
+    elif "nvcr.io" in pull.image and nim.refused(detail):
+        hint = " " + nim.REFUSED_HINT
     elif any(s in detail for s in ("pull access denied", "manifest unknown", "not found", "does not exist")):
         hint = " Check the service's `image` in services.yaml or SERVICES_OVERRIDES (docs/SERVICES.md)."
     elif "no space left on device" in detail:

@@ -5,8 +5,10 @@ The truth is on the nodes: every service container carries `spark-control.servic
 service's health path answers:
 
     pulling   its image is being pulled onto the node (`pull` has the progress); no container yet
+              (`detail` says so when the node stopped answering: the pull goes on there)
     running   the container runs and `health_path` answers 200
-    starting  the container runs, not healthy yet, within `start_timeout_s` of its start
+    starting  the container runs, not healthy yet, within `start_timeout_s` of its start, or its
+              image was just pulled and `docker run` is under way
     failed    it exited non-zero, or runs but is still not healthy after `start_timeout_s`,
               or its image could not be pulled (`pull.message` says why)
     stopped   no container (or it exited with 0)
@@ -40,7 +42,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import nim, service_containers as sc, service_pull, shellsafe
-from app.errors import Conflict, InvalidInput, NotFound, SparkControlError
+from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable, SparkControlError
 from app.launch import endpoint_url
 from app.model_containers import logs_command, remove_if_stopped_command, stop_command
 from app.remote_job import RemoteJob
@@ -145,7 +147,7 @@ class ServiceManager:
         if pull is not None and pull.state != "done":
             out["pull"] = pull.to_dict()
         if container is None:
-            if pull is not None and pull.state in ("pulling", "failed"):
+            if pull is not None and pull.state in ("pulling", "starting", "failed"):
                 out.update(running_on=pull.node, state=pull.state,
                            detail=pull.describe() if pull.active else pull.message)
             return out
@@ -257,22 +259,37 @@ class ServiceManager:
 
     async def _start_pull(self, entry: ServiceEntry, node: str) -> None:
         """`docker pull` as a job on the node; a task follows it and then runs the container."""
-        is_nim = entry.kind == "nim"
+        if entry.kind == "nim":
+            await self._ngc_login(node)  # now, not in the job: its processes would hold the key for minutes
         job = RemoteJob(self.pool, node, "svcpull" + secrets.token_hex(6))
         pull = service_pull.ImagePull(entry.name, node, entry.image, job)
-        await job.start(service_pull.pull_command(entry.image, ngc_login=is_nim),
-                        secret_env=nim.KEY_ENV if is_nim else None,
-                        secret=nim.key_input(self.settings).rstrip("\n") if is_nim else None)
+        await job.start(service_pull.pull_command(entry.image))
         self._pulls[entry.name] = pull
 
         async def then() -> None:
             await self._run_container(entry, node)
             self._forget_scans()
 
+        async def undo() -> None:  # a stop came while `then()` ran
+            container = sc.container_name(entry.name)
+            await self.pool.run(node, stop_command(container, _STOP_TIMEOUT_S), timeout=_STOP_TIMEOUT_S + 30,
+                                check=False)
+            self._forget_scans()
+
         pull.task = asyncio.create_task(service_pull.run(
-            pull, then=then, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s))
+            pull, then=then, undo=undo, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s))
         pull.task.add_done_callback(lambda _: self._pull_ended(pull))
         log.info("services: pulling %s for %s on %s (job %s)", entry.image, entry.name, node, job.job_id)
+
+    async def _ngc_login(self, node: str) -> None:
+        """`docker login nvcr.io` on `node`, the key on stdin; 503 with docker's reason when refused."""
+        result = await self.pool.run(node, nim.login_from_stdin_command(), input=nim.key_input(self.settings),
+                                     timeout=60, check=False)
+        if result.exit_status != 0:
+            output = nim.scrub((result.stderr or result.stdout).strip(), self.settings)[-800:] or "no output"
+            hint = " " + nim.REFUSED_HINT if nim.refused(output) else ""
+            raise ServiceUnavailable(f"{node}: docker login {nim.NGC_REGISTRY} failed (exit {result.exit_status}): "
+                                     f"{output}.{hint}", field="NGC_API_KEY", code="ngc_login_failed")
 
     def _pull_ended(self, pull: service_pull.ImagePull) -> None:
         """A pull that started its container or was cancelled is forgotten; a failed one stays
@@ -282,13 +299,16 @@ class ServiceManager:
         self._forget_scans()
 
     async def _cancel_pull(self, pull: service_pull.ImagePull) -> None:
+        """Ask the pull to end and wait for it, at most _PULL_CANCEL_WAIT_S, less when its node could
+        not be reached to kill it (the caller says so)."""
         pull.cancel_requested.set()
-        if pull.task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(pull.task), _PULL_CANCEL_WAIT_S)
-            except (asyncio.TimeoutError, TimeoutError):
-                log.warning("services: the cancelled pull of %s on %s did not end in %.0f s",
-                            pull.image, pull.node, _PULL_CANCEL_WAIT_S)
+        if pull.task is None:
+            return
+        deadline = time.monotonic() + _PULL_CANCEL_WAIT_S
+        while not pull.task.done() and not pull.cancel_error and time.monotonic() < deadline:
+            await asyncio.wait({pull.task}, timeout=0.25)
+        if not pull.task.done():
+            log.warning("services: the cancelled pull of %s on %s has not ended yet", pull.image, pull.node)
 
     async def close(self) -> None:
         """App shutdown: stop following the pulls (they finish on the nodes; nothing is started)."""
@@ -314,9 +334,16 @@ class ServiceManager:
         """Stop the container, or cancel the pull (the container it would start never appears)."""
         entry = self._entry(name, kind)
         with self._claim(name):
-            pull = self._pulls.pop(entry.name, None)
+            pull = self._pulls.get(entry.name)
             if pull is not None and pull.active:
                 await self._cancel_pull(pull)  # a container it started meanwhile is stopped below
+                if pull.active and pull.cancel_error:  # kept: the pull task goes on trying to kill it
+                    raise ServiceUnavailable(f"could not cancel the pull of {pull.image} on {pull.node}: "
+                                             f"{pull.cancel_error}; it may still be running there. spark-control "
+                                             f"cancels it as soon as {pull.node} answers again",
+                                             code="pull_cancel_failed")
+            if self._pulls.get(entry.name) is pull:
+                self._pulls.pop(entry.name, None)
             mine = [c for c in await self.containers(fresh=True) if c.service == entry.name]
             if not mine and pull is None:
                 raise NotFound(f"service {name!r} is not running on any node; nothing to stop", field="service")

@@ -8,6 +8,7 @@ Layout under $SPARKSIM_STATE (default $HOME/.sparksim):
     logins.json             {"registry": {"username": ...}}   (never a password)
     unpullable              optional: image names that fail to pull, one per line
     pull_seconds            optional: how long a pull downloads, in seconds (else $SPARKSIM_PULL_DELAY, 0)
+    run_seconds             optional: how long `docker run` takes before it creates the container (a busy daemon)
     nvidia_smi_fault        optional: if present, nvidia-smi fails like a driver that is gone
     volumes/<name>/_data    named volumes (-v name:/path)
     containers/<64-hex id>/

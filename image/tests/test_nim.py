@@ -55,7 +55,7 @@ def test_a_nim_launches_with_the_key_logs_in_answers_with_sense_and_stops(app, s
     assert launched.status_code == 202, launched.text
     assert launched.json()["running_on"] == "spark2" and launched.json()["health_path"] == "/v1/health/ready"
 
-    # The image is pulled first (`pulling`, after `docker login nvcr.io` in the pull job), then run.
+    # The image is pulled first (`pulling`, after `docker login nvcr.io`, done before the pull job starts), then run.
     assert launched.json()["state"] in ("pulling", "starting", "running"), launched.text
     ready = wait_until(lambda: (s := nim_state(app))["state"] == "running" and s, 120, interval=1,
                        message="the NIM ready at /v1/health/ready")

@@ -53,3 +53,16 @@ def test_a_failure_is_told_in_dockers_words():
     denied.feed("Error response from daemon: pull access denied for example/x, repository does not exist\n")
     assert denied.failure_detail().startswith("Error response from daemon: pull access denied for example/x")
     assert denied.to_dict()["fraction"] == 0.0
+
+
+def test_lines_before_pulling_from_do_not_end_the_list_of_layers():
+    # A warning docker prints first (a login's "WARNING! Your password will be stored unencrypted")
+    # must not make the first "Already exists" lines look like a finished pull (100 %, then back).
+    progress, fractions = PullProgress(), []
+    lines = ["WARNING! Your password will be stored unencrypted in /home/u/.docker/config.json.",
+             "Login Succeeded", *REAL.splitlines()]
+    for line in lines:
+        progress.feed(line + "\n")
+        fractions.append(progress.to_dict()["fraction"])
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
+    assert fractions[lines.index("a1b2c3d4e5f6: Already exists")] == 0.0

@@ -1,11 +1,16 @@
 """A service whose image is not on its node yet, on the simulated Sparks: the start answers at once
 with the service `pulling`, its progress (layers, from `docker pull`'s output read as a job on the
 node) rises, then the container runs; a pull of an unknown image, or of a NIM with a key nvcr.io
-refuses, ends `failed` with docker's reason; a stop during the pull cancels it and nothing starts.
-The sim's `docker pull` takes $SPARKSIM_STATE/pull_seconds per pull (written on the node here)."""
+refuses, fails at once with docker's reason; a stop during the pull cancels it and nothing starts,
+a stop while the container is being started removes it; a NIM's key is in no process or file on
+the node while it pulls; a pull whose processes died with their node ends `failed`.
+The sim's `docker pull` takes $SPARKSIM_STATE/pull_seconds per pull, `docker run` waits
+$SPARKSIM_STATE/run_seconds (both written on the node here)."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import time
 import uuid
@@ -21,7 +26,9 @@ pytestmark = pytest.mark.integration
 TAG = uuid.uuid4().hex[:8]
 KEY = "nvapi-invalid-SiMuLaTeD-pull-secret"  # the sim's registry refuses a key with "invalid" in it
 IMAGES = {"pull-ok": f"sparksim/pull-ok-{TAG}:1.0", "pull-cancel": f"sparksim/pull-cancel-{TAG}:1.0",
-          "pull-dash": f"sparksim/pull-dash-{TAG}:1.0",
+          "pull-dash": f"sparksim/pull-dash-{TAG}:1.0", "pull-race": f"sparksim/pull-race-{TAG}:1.0",
+          "pull-boot": f"sparksim/pull-boot-{TAG}:1.0", "pull-blip": f"sparksim/pull-blip-{TAG}:1.0",
+          "pull-unreach": f"sparksim/pull-unreach-{TAG}:1.0",
           "pull-unknown": f"example/doesnotexist-{TAG}:1.0", "pull-nim": f"nvcr.io/nim/sparksim/pull-{TAG}:1.0"}
 NODE = "spark2"
 
@@ -54,7 +61,7 @@ def set_pull_seconds(sim_cluster, seconds: float) -> None:
 @pytest.fixture(autouse=True)
 def clean(sim_cluster):
     yield
-    on_node(sim_cluster, "rm -f ${SPARKSIM_STATE:-~/.sparksim}/pull_seconds; "
+    on_node(sim_cluster, "rm -f ${SPARKSIM_STATE:-~/.sparksim}/pull_seconds ${SPARKSIM_STATE:-~/.sparksim}/run_seconds; "
                          "docker ps -aq --filter label=spark-control.service | xargs -r docker rm -f")
 
 
@@ -148,16 +155,17 @@ def test_a_pull_of_an_unknown_image_fails_with_dockers_reason(app, sim_cluster):
     assert app.post("/api/services/pull-unknown/stop").status_code == 404
 
 
-def test_a_nim_pull_refused_by_nvcr_fails_with_the_reason_and_the_key_stays_secret(app, sim_cluster):
-    launched = app.post("/api/nim/pull-nim/launch")
-    assert launched.status_code == 202 and launched.json()["state"] == "pulling", launched.text
-    failed = wait_until(lambda: (s := service(app, "pull-nim"))["state"] == "failed" and s, 30,
-                        message="the NIM pull failed")
-    assert "unauthorized: authentication required" in failed["detail"], failed
-    assert "nvcr.io refused NGC_API_KEY" in failed["detail"]
+def test_a_nim_whose_key_nvcr_refuses_fails_to_start_at_once_with_the_reason_and_the_key_stays_secret(
+        app, sim_cluster):
+    launched = app.post("/api/nim/pull-nim/launch")  # docker login runs before any pull
+    assert launched.status_code == 503, launched.text
+    message = launched.json()["error"]["message"]
+    assert "docker login nvcr.io failed" in message and "unauthorized: authentication required" in message
+    assert "nvcr.io refused NGC_API_KEY" in message
+    assert service(app, "pull-nim")["state"] == "stopped"
+    assert IMAGES["pull-nim"] not in on_node(sim_cluster, "ps -eo args")  # no pull was started
     answers = [launched.text, app.get("/api/nim").text, app.get("/api/services").text]
     assert not [text for text in [*answers, app.log(), on_node(sim_cluster, "ps -eo args")] if KEY in text]
-    assert app.post("/api/nim/pull-nim/stop").status_code == 200
 
 
 def test_the_dashboard_shows_the_pull_as_a_rising_progress_bar_then_running(app, sim_cluster, pages):
@@ -184,3 +192,138 @@ def test_the_dashboard_shows_the_pull_as_a_rising_progress_bar_then_running(app,
     expect(row.locator('[data-slot="where"]')).to_contain_text(f"On {NODE}")
     assert app.post("/api/services/pull-dash/stop").status_code == 200
     assert problems.unexpected() == [], problems.items
+
+
+ACCEPTED_KEY = f"nvapi-SiMuLaTeD-accepted-{TAG}"  # the sim's registry accepts it
+NIM_IMAGE = f"nvcr.io/nim/sparksim/pull-ok-{TAG}:1.0"
+
+
+@pytest.fixture(scope="module")
+def nim_app(sim_cluster, tmp_path_factory):
+    data = tmp_path_factory.mktemp("service-pull-nim")
+    (data / "services.yaml").write_text(
+        f"services:\n  nim-ok: {{kind: nim, image: {NIM_IMAGE}, node: {NODE}, port: {free_port()}, "
+        "start_timeout_s: 60, gpu: false}\n")
+    with sim_app(sim_cluster, data, SERVICES_OVERRIDES=str(data / "services.yaml"),
+                 NGC_API_KEY=ACCEPTED_KEY) as running:
+        yield running
+
+
+def node_user_environs(sim_cluster) -> dict[str, str]:
+    """The command line and environment of every process of the node's user (the sim nodes share
+    this machine's PID namespace; the test runs as root)."""
+    uid = pwd.getpwnam(sim_cluster.node(NODE).user).pw_uid
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                found[cmdline] = f.read().replace(b"\0", b"\n").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+    return found
+
+
+def test_while_a_nim_pulls_its_key_is_in_no_process_and_no_file_on_the_node(nim_app, sim_cluster):
+    set_pull_seconds(sim_cluster, 30)
+    launched = nim_app.post("/api/nim/nim-ok/launch")
+    assert launched.status_code == 202 and launched.json()["state"] == "pulling", launched.text
+    wait_until(lambda: service(nim_app, "nim-ok")["pull"]["layers_total"], 20, message="the NIM pull under way")
+    assert "nvcr.io" in on_node(sim_cluster, "cat ${SPARKSIM_STATE:-~/.sparksim}/logins.json")  # logged in first
+
+    processes = node_user_environs(sim_cluster)
+    pulls = [cmd for cmd in processes if NIM_IMAGE in cmd]
+    assert pulls and all("PATH=" in processes[cmd] for cmd in pulls), list(processes)  # its environment was read
+    assert [cmd for cmd, env in processes.items() if ACCEPTED_KEY in cmd or ACCEPTED_KEY in env] == []
+    assert ACCEPTED_KEY not in on_node(sim_cluster, "ps -eo args")
+    jobs = on_node(sim_cluster, "ls ~/.cache/spark-control/jobs")
+    assert "svcpull" in jobs
+    assert on_node(sim_cluster, f"grep -rl {ACCEPTED_KEY} ~/.cache/spark-control/jobs; true") == ""
+    stopped = nim_app.post("/api/nim/nim-ok/stop")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped", stopped.text
+    assert ACCEPTED_KEY not in nim_app.log()
+
+
+def test_a_stop_while_the_pulled_image_is_being_started_leaves_no_container(app, sim_cluster):
+    set_pull_seconds(sim_cluster, 1)
+    on_node(sim_cluster, "echo 35 > ${SPARKSIM_STATE:-~/.sparksim}/run_seconds")  # longer than a stop waits
+    assert app.post("/api/services/pull-race/start").status_code == 202
+    starting = wait_until(lambda: (s := service(app, "pull-race"))["state"] != "pulling" and s, 30,
+                          message="the pull over")
+    assert starting["state"] == "starting" and "starting the container" in starting["detail"], starting
+    stopped = app.post("/api/services/pull-race/stop", timeout=120)
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped", stopped.text
+    # `docker run` ends about 35 s after it began; the container it made must then be removed.
+    time.sleep(20)
+    assert "sc-svc-pull-race" not in on_node(sim_cluster, "docker ps -a --format '{{.Names}}'")
+    assert service(app, "pull-race")["state"] == "stopped"
+
+
+def start_a_long_pull(app, sim_cluster, name: str, seconds: float) -> None:
+    set_pull_seconds(sim_cluster, seconds)
+    assert app.post(f"/api/services/{name}/start").status_code == 202
+    wait_until(lambda: service(app, name)["pull"]["layers_total"], 20, message="the pull under way")
+
+
+def test_a_pull_whose_processes_died_with_the_node_ends_failed(app, sim_cluster):
+    start_a_long_pull(app, sim_cluster, "pull-boot", 60)
+    node = sim_cluster.node(NODE)
+    node.crash()  # every process of the node dies: the pull and the waiter that would record its end
+    time.sleep(2)
+    node.revive()
+    failed = wait_until(lambda: (s := service(app, "pull-boot"))["state"] == "failed" and s, 90,
+                        message="the vanished pull failed")
+    assert f"the pull's processes on {NODE} are gone (node rebooted?); start it again" in failed["detail"], failed
+    cleared = app.post("/api/services/pull-boot/stop")
+    assert cleared.status_code == 200 and cleared.json()["state"] == "stopped", cleared.text
+
+
+@pytest.fixture
+def netns(sim_cluster):
+    """Only a node in its own network namespace can drop off the network silently (blackhole)."""
+    if sim_cluster.network != "netns":
+        pytest.skip("network namespaces unavailable here: the simulated cluster runs on loopback addresses")
+    return sim_cluster.node(NODE)
+
+
+def test_a_network_blip_of_a_minute_does_not_end_the_pull(app, sim_cluster, netns):
+    start_a_long_pull(app, sim_cluster, "pull-blip", 150)
+    netns.blackhole()
+    try:
+        details, until = [], time.monotonic() + 65
+        while time.monotonic() < until:
+            s = app.get("/api/services/pull-blip", timeout=60).json()
+            assert s["state"] == "pulling", s["detail"]
+            details.append(s["detail"])
+            time.sleep(3)
+    finally:
+        netns.restore_network()
+    assert any(re.search(rf"^{NODE} unreachable for \d+ s; the pull goes on there", d) for d in details), details
+    back = wait_until(lambda: "unreachable" not in (s := service(app, "pull-blip"))["detail"] and s, 60,
+                      message="the pull followed again")
+    assert back["state"] == "pulling" and back["detail"].startswith(f"pulling {IMAGES['pull-blip']}"), back
+    assert IMAGES["pull-blip"] in on_node(sim_cluster, "ps -eo args")
+    assert app.post("/api/services/pull-blip/stop").status_code == 200
+
+
+def test_a_stop_while_the_node_is_unreachable_says_the_pull_may_go_on_then_cancels_it(app, sim_cluster, netns):
+    start_a_long_pull(app, sim_cluster, "pull-unreach", 150)
+    netns.blackhole()
+    try:
+        wait_until(lambda: "unreachable for" in app.get("/api/services/pull-unreach", timeout=60).json()["detail"],
+                   60, interval=1, message="the node seen unreachable")
+        stopped = app.post("/api/services/pull-unreach/stop", timeout=120)
+        assert stopped.status_code == 503, stopped.text
+        message = stopped.json()["error"]["message"]
+        assert f"could not cancel the pull of {IMAGES['pull-unreach']} on {NODE}" in message, message
+        assert "it may still be running there" in message
+        assert app.get("/api/services/pull-unreach", timeout=60).json()["state"] == "pulling"
+    finally:
+        netns.restore_network()
+    # The stop was not forgotten: once the node answers, the pull is killed.
+    wait_until(lambda: service(app, "pull-unreach")["state"] == "stopped", 60, interval=1,
+               message="the pull cancelled once the node answered")
+    assert IMAGES["pull-unreach"] not in on_node(sim_cluster, "ps -eo args")
