@@ -8,7 +8,7 @@ blocks) is searched from each BEGIN, not with a lazy regex.
 Speed: patterns start with a character class or a literal and check the character before it
 with a look-behind placed after it (`\d(?<![\w-]\d)`): re jumps to candidates for those, while a
 pattern starting with a look-behind is tried at every character. Cheap substring gates ("@",
-"://", key prefixes, birth words) skip whole passes. Patterns that still have no cheap first
+"://", birth words) skip whole passes. Patterns that still have no cheap first
 character are only tried where they can start (validators.matches_at/matches_from): where a
 keyword is (str.find: "ssn", "born", "api"...), inside the long whitespace-free runs (keys, tokens,
 MAC addresses: Text.chunks), after an IPv6 colon hint, or at the
