@@ -85,6 +85,7 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
         _record_start_failure(container, f"sparksim: cannot resolve the image's command: {exc!r}", 126)
         return None
     container.write("started_at", time.time())
+    (container.path / "log_closed").unlink(missing_ok=True)  # this run's log is open again
     log_fd = os.open(container.path / "log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         child = subprocess.Popen(
@@ -119,6 +120,7 @@ def run_once(container: state.Container, child_holder: list) -> int | None:
     for pump in pumps:
         pump.join(timeout=2)
     os.close(log_fd)
+    container.write("log_closed", 1)  # `logs -f` ends on this, not on a status that may turn first
     code = 128 - returncode if returncode < 0 else returncode
     container.write("finished_at", time.time())
     container.write("exit_code", code)

@@ -41,6 +41,14 @@ def follow(container: state.Container, offset: int, timestamps: bool, running: C
     """Print entries as they arrive until `running()` turns false and the log is drained."""
     while True:
         still_running = running()
+        if not still_running:
+            # The status can turn (`docker stop` recording the exit itself) before the supervisor
+            # has written the last lines it pumped: real docker ends the stream when the log
+            # closes, so wait for that (briefly; a supervisor that is gone writes nothing more).
+            deadline = time.monotonic() + 2
+            while (container.read("log_closed") is None and container.supervisor_alive()
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
         entries, offset = read_entries(container, offset)
         print_entries(entries, timestamps)
         if not still_running:
