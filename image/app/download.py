@@ -32,11 +32,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import download_copy, download_reattach, weights_verify
+from app import download_copy, download_reattach, remote_job, weights_verify
 from app.download_progress import Progress
 from app.errors import Conflict, NotFound, RemoteCommandFailed, SparkControlError
 from app.events import EventLog
-from app.remote_job import RemoteJob, find_jobs
+from app.remote_job import Poll, RemoteJob, find_jobs
 from app.shellsafe import quote_args, validate_hf_include, validate_hf_repo, validate_hf_revision
 from app.ssh import NodePool
 
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _KEEP_FINISHED = 50
-_POLL_FAILURES_TOLERATED = 20  # consecutive failed polls (a node rebooting, a blip) before giving up
-_KILL_WAIT_S = 15.0  # how long a killed transfer may take to end
 _RETRY_FIRST_S, _RETRY_MAX_S = 2.0, 30.0  # asking a node that is down again (for its jobs, to remove some)
 
 
@@ -108,8 +106,10 @@ class Download:
 class DownloadManager:
     """Owns every download and its task. Lives in the app's lifespan (`app.state.downloads`)."""
 
-    def __init__(self, pool: NodePool, *, hf_token: str | None, poll_interval_s: float = 0.5) -> None:
+    def __init__(self, pool: NodePool, *, hf_token: str | None, poll_interval_s: float = 0.5,
+                 unreachable_give_up_s: float = remote_job.UNREACHABLE_GIVE_UP_S) -> None:
         self.pool = pool
+        self.unreachable_give_up_s = unreachable_give_up_s
         self._token = hf_token or None
         self.poll_interval_s = poll_interval_s
         self.downloads: dict[str, Download] = {}
@@ -337,44 +337,24 @@ class DownloadManager:
                           killed: bool = False) -> tuple[Progress, int]:
         """Relay the job's progress until it ends; kill it if the download is cancelled. `killed`:
         found after a restart already killed (a cancel the previous app did not see through)."""
-        node, progress = job.node, Progress()
-        failures, last_kill = 0, 0.0
-        killed_at = time.monotonic() if killed else None
-        while True:
-            try:
-                polled = await job.poll()
-                failures = 0
-            except SparkControlError as exc:
-                failures += 1
-                if failures > _POLL_FAILURES_TOLERATED:
-                    raise SparkControlError(f"lost contact with {node} during {d.state.value} ({exc.message}); "
-                                            "the transfer may still be running there") from exc
-                polled = None
-            if polled is not None:
-                progress.feed(self._scrub(polled.text))
-                if polled.exit_status == 0 and killed_at is None:
-                    progress.complete()
-                if polled.text or polled.exit_status == 0:
-                    d.progress = {"phase": d.state.value, "where": label, **progress.to_dict()}
-                    d.updated = time.time()
-                    d.events.publish("progress", **d.progress)
-                if polled.exit_status is not None:
-                    if killed_at is not None:
-                        raise _Cancelled()
-                    return progress, polled.exit_status
-            if d.cancel_requested.is_set():
-                now = time.monotonic()
-                if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
-                    await job.kill()
-                    killed_at, last_kill = killed_at or now, now
-                elif now - killed_at > _KILL_WAIT_S:
-                    raise _Cancelled()  # killed, but its end was never recorded: stop waiting
-                await asyncio.sleep(self.poll_interval_s / 2)
-                continue
-            try:  # the next poll, or at once on cancel
-                await asyncio.wait_for(d.cancel_requested.wait(), self.poll_interval_s)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
+        progress = Progress()
+
+        def output(polled: Poll) -> None:
+            progress.feed(self._scrub(polled.text))
+            if polled.exit_status == 0 and not d.cancel_requested.is_set():
+                progress.complete()
+            if polled.text or polled.exit_status == 0:
+                d.progress = {"phase": d.state.value, "where": label, **progress.to_dict()}
+                d.updated = time.time()
+                d.events.publish("progress", **d.progress)
+
+        what = f"{d.state.value} {d.repo_id}" + (f" to {label.split('->', 1)[1]}" if "->" in label else "")
+        status = await remote_job.follow(job, what=what, cancel=d.cancel_requested, poll_s=self.poll_interval_s,
+                                         killed=killed, give_up_s=self.unreachable_give_up_s,
+                                         hooks=remote_job.FollowHooks(output=output))
+        if status is None or d.cancel_requested.is_set():  # cancelled, even if it ended well meanwhile
+            raise _Cancelled()
+        return progress, status
 
     async def _remove_jobs(self, d: Download) -> None:
         failed = [job_id for job_id in d.jobs if not await RemoteJob(self.pool, d.node, job_id).remove()]

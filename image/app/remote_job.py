@@ -22,7 +22,10 @@ a node that has a description, with its exit status and whether its process grou
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.errors import SparkControlError
@@ -38,6 +41,10 @@ _PATH_PREFIX = 'PATH="$HOME/.local/bin:$PATH"; export PATH'
 # progress redraws to catch up on, read over a few polls rather than in one huge answer.
 _POLL_MAX_BYTES = 1 << 20
 _META_MAX_BYTES = 65536
+# How long a killed job may take to record its end before the follower stops waiting for it.
+KILL_WAIT_S = 15.0
+# A node unreachable this long (not a blip, not a reboot) ends the follow: the job may still run.
+UNREACHABLE_GIVE_UP_S = 600.0
 
 
 @dataclass
@@ -167,3 +174,70 @@ async def find_jobs(pool: NodePool, node: str, jobs_dir: str = _JOBS_DIR) -> lis
     errors (NodeUnreachable...) when the node cannot be asked."""
     result = await pool.run(node, _find_script(jobs_dir), timeout=30)
     return parse_found(result.stdout)
+
+
+@dataclass
+class FollowHooks:
+    """What a follower tells its owner as it goes (each optional)."""
+
+    output: Callable[[Poll], None] = lambda polled: None          # every answered poll
+    unreachable: Callable[[bool], None] = lambda down: None       # a poll failed (True) / answered again (False)
+    kill_failed: Callable[[str | None], None] = lambda message: None  # a kill could not be sent (None: it was)
+
+
+async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: float, killed: bool = False,
+                 give_up_s: float = UNREACHABLE_GIVE_UP_S, kill_wait_s: float = KILL_WAIT_S,
+                 hooks: FollowHooks | None = None) -> int | None:
+    """Poll `job` until it ends: its exit status, or None when it was killed because `cancel` was
+    set (`killed`: found after a restart already killed). `what` names the work in errors
+    ("pulling nvcr.io/...", "downloading org/model").
+
+    Raises SparkControlError when the node has not answered for `give_up_s` (time, not a count of
+    failed polls: while the SSH pool backs off a poll can take 15 s or fail at once, and a blip of a
+    minute must not end a transfer that goes on there), or when the job's processes are gone
+    without an exit status (the node rebooted): seen twice in a row, because the waiter writes the
+    status a moment after the command ended.
+    """
+    hooks = hooks or FollowHooks()
+    killed_at = time.monotonic() if killed else None
+    last_kill, gone, last_good = 0.0, 0, time.monotonic()
+    while True:
+        if cancel.is_set():  # kill before polling: an unreachable node is reported sooner
+            now = time.monotonic()
+            if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
+                try:
+                    await job.kill()
+                    killed_at = killed_at or now
+                    hooks.kill_failed(None)
+                except SparkControlError as exc:  # unreachable: tried again at the next turn
+                    hooks.kill_failed(exc.message)
+                last_kill = now
+            elif now - killed_at > kill_wait_s:
+                return None  # killed, but its end was never recorded: stop waiting
+        try:
+            polled = await job.poll()
+            last_good = time.monotonic()
+            hooks.unreachable(False)
+        except SparkControlError as exc:
+            hooks.unreachable(True)
+            if time.monotonic() - last_good > give_up_s:
+                raise SparkControlError(f"lost contact with {job.node} for {give_up_s:.0f} s while {what} "
+                                        f"({exc.message}); it may still be running there") from exc
+            polled = None
+        if polled is not None:
+            hooks.output(polled)
+            if polled.exit_status is not None:
+                return None if killed_at is not None else polled.exit_status
+            gone = 0 if polled.alive else gone + 1
+            if gone >= 2:
+                if killed_at is not None:
+                    return None
+                raise SparkControlError(f"{what} on {job.node}: its processes are gone without recording how "
+                                        "they ended (node rebooted?); start it again")
+        if cancel.is_set():
+            await asyncio.sleep(min(poll_s, 0.25))
+            continue
+        try:  # the next poll, or at once on cancel
+            await asyncio.wait_for(cancel.wait(), poll_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass

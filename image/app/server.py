@@ -128,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lifecycle = Lifecycle(app.state.pool, app.state.catalog, app.state.http,
                                         load_timeout_s=s.launch_timeout_s, poll_interval_s=s.launch_poll_interval_s)
         refresh = asyncio.create_task(app.state.lifecycle.refresh_from_nodes())  # the truth is on the nodes
-        app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token)
+        app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token,
+                                                       unreachable_give_up_s=s.job_unreachable_give_up_s)
         app.state.downloads.find_running_in_background()  # downloads left on the nodes by the last run
         app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s)
         app.state.deep_health = deep_health.DeepHealth(app.state, interval_s=s.deep_health_interval_s,

@@ -30,13 +30,10 @@ from typing import Any
 from app import nim
 from app.errors import SparkControlError
 from app.pull_progress import PullProgress
-from app.remote_job import RemoteJob
+from app.remote_job import FollowHooks, RemoteJob, follow
 from app.shellsafe import quote_args, validate_image
 
 log = logging.getLogger(__name__)
-
-_UNREACHABLE_GIVE_UP_S = 600.0  # a node unreachable this long (not a blip, not a reboot) ends the pull
-_KILL_WAIT_S = 15.0            # how long a killed pull may take to record its end
 
 
 def present_command(image: str) -> str:
@@ -95,12 +92,12 @@ class ImagePull:
 
 
 async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Callable[[], Awaitable[None]],
-              scrub: Callable[[str], str], poll_s: float) -> None:
+              scrub: Callable[[str], str], poll_s: float, give_up_s: float) -> None:
     """Follow the pull to its end, then `then()` (start the container); `undo()` (remove it) when a
     stop came while `then()` ran. Every outcome is recorded on `pull`; its job's files are removed,
     except on app shutdown (the pull goes on there)."""
     try:
-        status = await _follow(pull, scrub=scrub, poll_s=poll_s)
+        status = await _follow(pull, scrub=scrub, poll_s=poll_s, give_up_s=give_up_s)
         if status is None or pull.cancel_requested.is_set():
             pull.finish("cancelled", f"pull of {pull.image} on {pull.node} cancelled; nothing was started")
         elif status != 0:
@@ -123,52 +120,18 @@ async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Cal
     await pull.job.remove()
 
 
-async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float) -> int | None:
+async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float, give_up_s: float) -> int | None:
     """The job's exit status once it ended, None when it was killed on a cancel."""
-    killed_at, last_kill, gone, last_good = None, 0.0, 0, time.monotonic()
-    while True:
-        if pull.cancel_requested.is_set():  # kill before polling: an unreachable node is reported sooner
-            now = time.monotonic()
-            if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
-                try:
-                    await pull.job.kill()
-                    killed_at, pull.cancel_error = killed_at or now, None
-                except SparkControlError as exc:  # unreachable: the stop says so; tried again meanwhile
-                    pull.cancel_error = exc.message
-                last_kill = now
-            elif now - killed_at > _KILL_WAIT_S:
-                return None  # killed, but its end was never recorded: stop waiting
-        try:
-            polled = await pull.job.poll()
-            last_good, pull.unreachable_since = time.monotonic(), None
-        except SparkControlError as exc:
-            # Time, not a count of failed polls: while the SSH pool backs off a poll can take 15 s or
-            # fail at once, and a network blip of a minute must not end a pull that goes on there.
-            pull.unreachable_since = pull.unreachable_since or time.time()
-            if time.monotonic() - last_good > _UNREACHABLE_GIVE_UP_S:
-                raise SparkControlError(f"lost contact with {pull.node} for {_UNREACHABLE_GIVE_UP_S:.0f} s while "
-                                        f"pulling {pull.image} ({exc.message}); the pull may still be running "
-                                        "there") from exc
-            polled = None
-        if polled is not None:
-            pull.progress.feed(scrub(polled.text))
-            if polled.exit_status is not None:
-                return None if killed_at is not None else polled.exit_status
-            # No exit status and no process: the waiter that writes it died too (a reboot). Twice in
-            # a row, because the waiter writes it a moment after the command ended.
-            gone = 0 if polled.alive else gone + 1
-            if gone >= 2:
-                if killed_at is not None:
-                    return None
-                raise SparkControlError(f"the pull's processes on {pull.node} are gone (node rebooted?); "
-                                        "start it again")
-        if pull.cancel_requested.is_set():
-            await asyncio.sleep(min(poll_s, 0.25))
-            continue
-        try:  # the next poll, or at once on cancel
-            await asyncio.wait_for(pull.cancel_requested.wait(), poll_s)
-        except (asyncio.TimeoutError, TimeoutError):
-            pass
+    def unreachable(down: bool) -> None:
+        pull.unreachable_since = (pull.unreachable_since or time.time()) if down else None
+
+    def kill_failed(message: str | None) -> None:  # the stop reports it (a 503); tried again meanwhile
+        pull.cancel_error = message
+
+    hooks = FollowHooks(output=lambda polled: pull.progress.feed(scrub(polled.text)),
+                        unreachable=unreachable, kill_failed=kill_failed)
+    return await follow(pull.job, what=f"pulling {pull.image}", cancel=pull.cancel_requested, poll_s=poll_s,
+                        give_up_s=give_up_s, hooks=hooks)
 
 
 def _failure(pull: ImagePull, status: int) -> str:

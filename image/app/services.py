@@ -277,7 +277,8 @@ class ServiceManager:
             self._forget_scans()
 
         pull.task = asyncio.create_task(service_pull.run(
-            pull, then=then, undo=undo, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s))
+            pull, then=then, undo=undo, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s,
+            give_up_s=self.settings.job_unreachable_give_up_s))
         pull.task.add_done_callback(lambda _: self._pull_ended(pull))
         log.info("services: pulling %s for %s on %s (job %s)", entry.image, entry.name, node, job.job_id)
 

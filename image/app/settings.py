@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # Model lifecycle: how long a model may take to load, and how often it is checked meanwhile.
     launch_timeout_s: float = Field(1800.0, gt=0)
     launch_poll_interval_s: float = Field(2.0, gt=0)
+    # A download, copy or image pull whose node answers no poll for this long ends `failed` (the
+    # work may still run there). Long enough for a blip or a reboot.
+    job_unreachable_give_up_s: float = Field(600.0, gt=0)
     # Gateway: how long a request waits for a model that is loading (a swap), the largest body
     # accepted, and optional API keys (comma-separated) for the /v1 endpoints.
     proxy_wait_for_model_s: float = Field(300.0, ge=0)

@@ -365,7 +365,7 @@ def test_an_adopted_download_waiting_for_its_turn_is_queued_and_cancels_at_once(
 
 @pytest.mark.integration
 def test_job_dirs_a_node_kept_while_down_are_removed_once_it_is_back(sim_cluster, start_app):
-    app = start_app(env(sim_cluster))
+    app = start_app({**env(sim_cluster), "JOB_UNREACHABLE_GIVE_UP_S": "8"})
     repo = unique_repo("slow")
     started = start_transferring(app, repo, copy_to=[])
     job_dir = sim_cluster.node("spark1").home / ".cache" / "spark-control" / "jobs" / f"{started['id']}d"
@@ -373,10 +373,28 @@ def test_job_dirs_a_node_kept_while_down_are_removed_once_it_is_back(sim_cluster
         with ssh_down(sim_cluster, "spark1"):
             failed = wait_until(lambda: (d := download(app, started["id"])) and d["state"] == "failed" and d, 60,
                                 message="the download failing while spark1 is unreachable")
-            assert failed["message"].startswith("lost contact with spark1"), failed["message"]
+            assert failed["message"].startswith(f"lost contact with spark1 for 8 s while downloading {repo} ("), \
+                failed["message"]
             time.sleep(1)
             assert (job_dir / "meta.json").is_file()  # its outcome is recorded, but the node kept the dir
         # Left there, the next start would find the job and list the download again.
         wait_until(lambda: not job_dir.exists(), 40, message="the job dir removed once spark1 answers")
     finally:
         sim_cluster.ssh("spark1", f"pkill -f '[s]parksim.hf_cli download {repo}'")
+
+
+@pytest.mark.integration
+def test_a_download_whose_processes_die_while_followed_ends_failed(sim_cluster, start_app):
+    """The app keeps running; the node loses the transfer and its waiter (a reboot, the OOM killer):
+    no exit status will ever be written, and the download must not stay `downloading` forever."""
+    app = start_app(env(sim_cluster))
+    repo = unique_repo("slow")
+    started = start_transferring(app, repo, copy_to=[])
+    job = f"{JOBS}/{started['id']}d"
+    sim_cluster.ssh("spark1", f"p=$(cat {job}/pid) && kill -s KILL $(ps -o ppid= -p $p) && kill -s KILL -- -$p",
+                    check=True)  # the waiter (the group leader's parent), then the group
+    failed = wait_until(lambda: (d := download(app, started["id"])) and d["state"] == "failed" and d, 20,
+                        message="the download failing once its processes are gone")
+    assert failed["message"] == (f"downloading {repo} on spark1: its processes are gone without recording how "
+                                 "they ended (node rebooted?); start it again"), failed
+    wait_until(lambda: job_files(sim_cluster, "spark1", started["id"]) == "", 10, message="its job dirs removed")

@@ -276,7 +276,9 @@ def test_a_pull_whose_processes_died_with_the_node_ends_failed(app, sim_cluster)
     node.revive()
     failed = wait_until(lambda: (s := service(app, "pull-boot"))["state"] == "failed" and s, 90,
                         message="the vanished pull failed")
-    assert f"the pull's processes on {NODE} are gone (node rebooted?); start it again" in failed["detail"], failed
+    assert f" on {NODE}: its processes are gone without recording how they ended (node rebooted?); start it again" \
+        in failed["detail"], failed
+    assert failed["detail"].startswith(f"{NODE}: ") or "pulling " in failed["detail"], failed
     cleared = app.post("/api/services/pull-boot/stop")
     assert cleared.status_code == 200 and cleared.json()["state"] == "stopped", cleared.text
 
