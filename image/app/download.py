@@ -198,8 +198,7 @@ class DownloadManager:
         self._forget_old()
 
     def _adopt(self, a: download_reattach.Adoptable) -> None:
-        d = Download(a.id, a.repo_id, a.revision, a.include, a.node, a.copy_to, created=a.created,
-                     snapshot=a.snapshot, jobs=list(a.job_ids))
+        d = Download(**a.fields, jobs=list(a.job_ids))
         # A download of the same repo started here before this node was searched: two transfers into
         # one cache would race, and the newer one is what the user asked for last.
         newer = next((o for o in self.downloads.values() if o.repo_id == d.repo_id and o.state not in FINISHED), None)

@@ -52,21 +52,18 @@ def job_meta(*, download_id: str, repo_id: str, revision: str | None, include: l
 class Adoptable:
     """A download found on its node, to be registered again and carried on."""
 
-    id: str
-    repo_id: str
-    revision: str | None
-    include: list[str]
-    node: str
-    copy_to: list[str]
-    created: float
-    snapshot: str | None
+    fields: dict[str, Any]  # the Download's: id, repo_id, revision, include, node, copy_to, created, snapshot
     job_ids: list[str]      # every job of it on the node, removed once its outcome is recorded
     current: FoundJob       # its latest step's job
     copy_index: int | None  # None: the latest step is the download itself
 
     @property
+    def id(self) -> str:
+        return self.fields["id"]
+
+    @property
     def step_name(self) -> str:
-        return "hf download" if self.copy_index is None else f"the copy to {self.copy_to[self.copy_index]}"
+        return "hf download" if self.copy_index is None else f"the copy to {self.fields['copy_to'][self.copy_index]}"
 
 
 def _meta(found: FoundJob) -> dict[str, Any] | None:
@@ -136,6 +133,6 @@ def adoptable(node: str, found: list[FoundJob], nodes: set[str], known: set[str]
             detail = exc.message if isinstance(exc, SparkControlError) else f"{type(exc).__name__}: {exc}"[:200]
             problems.append(f"job {current.job_id} on {node}: its meta.json cannot be used ({detail}); left as is")
             continue
-        result.append(Adoptable(id=download_id, node=node, job_ids=[j.job_id for _, j, _ in steps],
-                                current=current, copy_index=None if step == 0 else step - 1, **fields))
+        result.append(Adoptable({"id": download_id, "node": node, **fields}, job_ids=[j.job_id for _, j, _ in steps],
+                                current=current, copy_index=None if step == 0 else step - 1))
     return result, problems

@@ -220,9 +220,10 @@ def test_meta_read_back_picks_the_latest_step_and_refuses_what_is_not_a_valid_do
     result, problems = adoptable("spark1", found, nodes, known={"cccccccccccc"})
     assert len(result) == 1
     a = result[0]
-    assert (a.id, a.repo_id, a.copy_index, a.job_ids) == ("0123456789ab", "org/model", 0,
-                                                           ["0123456789abd", "0123456789abc0"])
-    assert a.current.job_id == "0123456789abc0" and a.snapshot == "a" * 40 and a.created == 1.5
+    assert (a.id, a.fields["repo_id"], a.copy_index, a.job_ids) == ("0123456789ab", "org/model", 0,
+                                                                     ["0123456789abd", "0123456789abc0"])
+    assert a.current.job_id == "0123456789abc0" and a.fields["snapshot"] == "a" * 40 and a.fields["created"] == 1.5
+    assert a.fields["node"] == "spark1" and a.step_name == f"the copy to {a.fields['copy_to'][0]}"
     assert len(problems) == 2
     assert "ffffffffffffd" in problems[0] and "repo_id" in problems[0]
     assert "eeeeeeeeeeeed" in problems[1] and "spark9" in problems[1]
@@ -276,7 +277,7 @@ def test_absurd_meta_values_skip_that_job_only():
     by_id = {a.id: a for a in result}
     assert set(by_id) == {"0123456789ab", "aaaaaaaaaaaa", "bbbbbbbbbbbb"}
     # No usable creation time: 0, so the listing stays valid JSON.
-    assert (by_id["0123456789ab"].created, by_id["aaaaaaaaaaaa"].created, by_id["bbbbbbbbbbbb"].created) == (1.5, 0, 0)
+    assert tuple(by_id[i].fields["created"] for i in ("0123456789ab", "aaaaaaaaaaaa", "bbbbbbbbbbbb")) == (1.5, 0, 0)
     assert len(problems) == 1 and "ddddddddddddd" in problems[0], problems
 
 
