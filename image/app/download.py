@@ -36,7 +36,7 @@ from app import download_copy, download_reattach, remote_job, weights_verify
 from app.download_progress import Progress
 from app.errors import Conflict, NotFound, RemoteCommandFailed, SparkControlError
 from app.events import EventLog
-from app.remote_job import Poll, RemoteJob, find_jobs
+from app.remote_job import Poll, RemoteJob
 from app.shellsafe import quote_args, validate_hf_include, validate_hf_repo, validate_hf_revision
 from app.ssh import NodePool
 
@@ -178,15 +178,7 @@ class DownloadManager:
         self._finders = [asyncio.create_task(self._find_on(node)) for node in self.pool.nodes]
 
     async def _find_on(self, node: str) -> None:
-        delay = _RETRY_FIRST_S
-        while True:
-            try:
-                found = await find_jobs(self.pool, node)
-                break
-            except SparkControlError as exc:  # down or unreachable for now: ask again later
-                log.info("cannot look for downloads on %s yet (%s); again in %.0f s", node, exc.message, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+        found = await remote_job.find_jobs_once_reachable(self.pool, node, "downloads")
         adoptable, problems = download_reattach.adoptable(node, found, set(self.pool.nodes), set(self.downloads))
         for problem in problems:
             log.warning("download job not resumed: %s", problem)

@@ -23,6 +23,7 @@ a node that has a description, with its exit status and whether its process grou
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from app.errors import SparkControlError
 from app.shellsafe import quote_arg, validate_env_name
 from app.ssh import NodePool
+
+log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"[a-z0-9]{6,32}")
 _JOBS_DIR = '"$HOME"/.cache/spark-control/jobs'
@@ -174,6 +177,22 @@ async def find_jobs(pool: NodePool, node: str, jobs_dir: str = _JOBS_DIR) -> lis
     errors (NodeUnreachable...) when the node cannot be asked."""
     result = await pool.run(node, _find_script(jobs_dir), timeout=30)
     return parse_found(result.stdout)
+
+
+_ASK_AGAIN_FIRST_S, _ASK_AGAIN_MAX_S = 2.0, 30.0
+
+
+async def find_jobs_once_reachable(pool: NodePool, node: str, looking_for: str) -> list[FoundJob]:
+    """find_jobs, asked again (2 s, backing off to every 30 s) while the node does not answer: after
+    an app restart, the jobs of a node that is down for now are found when it is back."""
+    delay = _ASK_AGAIN_FIRST_S
+    while True:
+        try:
+            return await find_jobs(pool, node)
+        except SparkControlError as exc:
+            log.info("cannot look for %s on %s yet (%s); again in %.0f s", looking_for, node, exc.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _ASK_AGAIN_MAX_S)
 
 
 @dataclass

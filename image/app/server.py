@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                        unreachable_give_up_s=s.job_unreachable_give_up_s)
         app.state.downloads.find_running_in_background()  # downloads left on the nodes by the last run
         app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s)
+        app.state.services.find_pulls_in_background()  # image pulls left on the nodes by the last run
         app.state.deep_health = deep_health.DeepHealth(app.state, interval_s=s.deep_health_interval_s,
                                                        min_available_gb=s.deep_health_min_available_gb)
         app.state.deep_health.start()

@@ -14,14 +14,22 @@ without an exit status (the node rebooted) ends `failed` after two polls that sa
 
 A NIM's `docker login nvcr.io` runs before the job starts, as its own short command
 (nim.login_from_stdin_command: the key on stdin, in an unexported variable): the pull job,
-which runs for minutes, holds no secret in its environment or files. The app does not re-attach to a pull after a restart: the job finishes on its own (the
-image arrives, the next start takes the fast path), but its container is not started.
+which runs for minutes, holds no secret in its environment or files.
+
+A pull survives an app restart: its job carries a meta.json (service, node, image), and the
+restarted app (ServiceManager.find_pulls_in_background) follows it again, or reads how it ended
+while the app was down, then starts the container as if it had never left. A pull whose
+service is no longer in the catalog, wants another image now, or was started again meanwhile
+is stopped and its job removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,10 +38,14 @@ from typing import Any
 from app import nim
 from app.errors import SparkControlError
 from app.pull_progress import PullProgress
-from app.remote_job import FollowHooks, RemoteJob, follow
-from app.shellsafe import quote_args, validate_image
+from app.remote_job import FollowHooks, FoundJob, RemoteJob, follow
+from app.shellsafe import quote_args, validate_image, validate_service_name
 
 log = logging.getLogger(__name__)
+
+KIND = "spark-control-service-pull"
+JOB_PREFIX = "svcpull"
+_JOB_NAME = re.compile(JOB_PREFIX + r"[0-9a-f]{12}")
 
 
 def present_command(image: str) -> str:
@@ -44,6 +56,45 @@ def present_command(image: str) -> str:
 def pull_command(image: str) -> str:
     """`docker pull <image>` (a NIM's `docker login nvcr.io` was done before: ServiceManager._start_pull)."""
     return quote_args(["docker", "pull", validate_image(image)])
+
+
+def job_meta(service: str, node: str, image: str, started: float) -> str:
+    """The pull job's meta.json: enough for a restarted app to know whose pull it is."""
+    return json.dumps({"kind": KIND, "format": 1, "service": service, "node": node, "image": image,
+                       "started": started}, separators=(",", ":"))
+
+
+@dataclass
+class FoundPull:
+    """A pull job found on a node after a restart, its meta validated."""
+
+    job: FoundJob
+    service: str
+    image: str
+    started: float
+
+
+def found_pulls(node: str, found: list[FoundJob]) -> tuple[list[FoundPull], list[str]]:
+    """The pull jobs among `found` (jobs on `node`), and one line per job that looked like a pull
+    but could not be read (left as is). What a node's file holds is validated as user input."""
+    pulls, problems = [], []
+    for job in found:
+        if not _JOB_NAME.fullmatch(job.job_id):
+            continue  # a download's job, or someone else's
+        try:
+            meta = json.loads(job.meta)
+            if not isinstance(meta, dict) or meta.get("kind") != KIND:
+                continue
+            if meta.get("node") != node:
+                raise SparkControlError(f"its node is {meta.get('node')!r}, not {node}")
+            started = meta.get("started")
+            ok_time = isinstance(started, (int, float)) and not isinstance(started, bool) and math.isfinite(started)
+            pulls.append(FoundPull(job, validate_service_name(meta.get("service"), field="service"),
+                                   validate_image(meta.get("image")), float(started) if ok_time else time.time()))
+        except (ValueError, RecursionError, OverflowError, SparkControlError) as exc:
+            detail = exc.message if isinstance(exc, SparkControlError) else type(exc).__name__
+            problems.append(f"job {job.job_id} on {node}: its meta.json cannot be used ({detail}); left as is")
+    return pulls, problems
 
 
 @dataclass
@@ -92,12 +143,13 @@ class ImagePull:
 
 
 async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Callable[[], Awaitable[None]],
-              scrub: Callable[[str], str], poll_s: float, give_up_s: float) -> None:
+              scrub: Callable[[str], str], poll_s: float, give_up_s: float, killed: bool = False) -> None:
     """Follow the pull to its end, then `then()` (start the container); `undo()` (remove it) when a
     stop came while `then()` ran. Every outcome is recorded on `pull`; its job's files are removed,
-    except on app shutdown (the pull goes on there)."""
+    except on app shutdown (the pull goes on there). `killed`: a pull found after a restart that
+    the previous app had already killed (a stop it did not see through)."""
     try:
-        status = await _follow(pull, scrub=scrub, poll_s=poll_s, give_up_s=give_up_s)
+        status = await _follow(pull, scrub=scrub, poll_s=poll_s, give_up_s=give_up_s, killed=killed)
         if status is None or pull.cancel_requested.is_set():
             pull.finish("cancelled", f"pull of {pull.image} on {pull.node} cancelled; nothing was started")
         elif status != 0:
@@ -120,7 +172,8 @@ async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Cal
     await pull.job.remove()
 
 
-async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float, give_up_s: float) -> int | None:
+async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float, give_up_s: float,
+                  killed: bool) -> int | None:
     """The job's exit status once it ended, None when it was killed on a cancel."""
     def unreachable(down: bool) -> None:
         pull.unreachable_since = (pull.unreachable_since or time.time()) if down else None
@@ -131,7 +184,7 @@ async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float
     hooks = FollowHooks(output=lambda polled: pull.progress.feed(scrub(polled.text)),
                         unreachable=unreachable, kill_failed=kill_failed)
     return await follow(pull.job, what=f"pulling {pull.image}", cancel=pull.cancel_requested, poll_s=poll_s,
-                        give_up_s=give_up_s, hooks=hooks)
+                        give_up_s=give_up_s, killed=killed, hooks=hooks)
 
 
 def _failure(pull: ImagePull, status: int) -> str:

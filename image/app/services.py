@@ -15,7 +15,8 @@ service's health path answers:
 
 A start whose image is already on the node runs the container at once; otherwise it answers
 `pulling` and the pull runs on the node as a job (app/service_pull.py), the container started
-after it. The pulls are the one thing kept in the app (until the next start or stop).
+after it. The pulls are the one thing kept in the app (until the next start or stop); a restarted
+app finds the ones still on the nodes (find_pulls_in_background).
 
 `app.state.services.endpoints(kind)` is what the audio gateway (and deep health) use to find
 running, healthy services of a kind. It is asked on every audio request, so its answers are
@@ -41,7 +42,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import nim, service_containers as sc, service_pull, shellsafe
+from app import nim, remote_job, service_containers as sc, service_pull, shellsafe
 from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable, SparkControlError
 from app.launch import endpoint_url
 from app.model_containers import logs_command, remove_if_stopped_command, stop_command
@@ -114,6 +115,7 @@ class ServiceManager:
         # (base_url, health path) -> (when the probe started, its answer: a task while it runs)
         self._health: dict[tuple[str, str], tuple[float, asyncio.Future[Health]]] = {}
         self._busy: set[str] = set()
+        self._finders: list[asyncio.Task] = []
 
     # ------------------------------------------------------------------ reading the nodes
 
@@ -261,10 +263,17 @@ class ServiceManager:
         """`docker pull` as a job on the node; a task follows it and then runs the container."""
         if entry.kind == "nim":
             await self._ngc_login(node)  # now, not in the job: its processes would hold the key for minutes
-        job = RemoteJob(self.pool, node, "svcpull" + secrets.token_hex(6))
+        job = RemoteJob(self.pool, node, service_pull.JOB_PREFIX + secrets.token_hex(6))
         pull = service_pull.ImagePull(entry.name, node, entry.image, job)
-        await job.start(service_pull.pull_command(entry.image))
+        await job.start(service_pull.pull_command(entry.image),
+                        meta=service_pull.job_meta(entry.name, node, entry.image, pull.started))
         self._pulls[entry.name] = pull
+        self._follow_pull(entry, pull)
+        log.info("services: pulling %s for %s on %s (job %s)", entry.image, entry.name, node, job.job_id)
+
+    def _follow_pull(self, entry: ServiceEntry, pull: service_pull.ImagePull, *, killed: bool = False) -> None:
+        """The task that follows `pull` to its end, then starts the container."""
+        node = pull.node
 
         async def then() -> None:
             await self._run_container(entry, node)
@@ -278,9 +287,48 @@ class ServiceManager:
 
         pull.task = asyncio.create_task(service_pull.run(
             pull, then=then, undo=undo, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s,
-            give_up_s=self.settings.job_unreachable_give_up_s))
+            give_up_s=self.settings.job_unreachable_give_up_s, killed=killed))
         pull.task.add_done_callback(lambda _: self._pull_ended(pull))
-        log.info("services: pulling %s for %s on %s (job %s)", entry.image, entry.name, node, job.job_id)
+
+    # ------------------------------------------------------------------ after a restart
+
+    def find_pulls_in_background(self) -> None:
+        """From the lifespan: per node, once it answers, follow again the pulls the last run left."""
+        self._finders = [asyncio.create_task(self._find_pulls_on(node)) for node in self.pool.nodes]
+
+    async def _find_pulls_on(self, node: str) -> None:
+        found = await remote_job.find_jobs_once_reachable(self.pool, node, "service image pulls")
+        pulls, problems = service_pull.found_pulls(node, found)
+        for problem in problems:
+            log.warning("services: pull not resumed: %s", problem)
+        for found_pull in pulls:
+            try:
+                await self._adopt_pull(node, found_pull)
+            except Exception:  # one pull that cannot be taken over must not stop the others
+                log.exception("services: pull job %s on %s not resumed", found_pull.job.job_id, node)
+
+    async def _adopt_pull(self, node: str, found: service_pull.FoundPull) -> None:
+        job = RemoteJob(self.pool, node, found.job.job_id)
+        entry = next((e for e in self.catalog if e.name == found.service), None)
+        why_not = None
+        if entry is None:
+            why_not = f"service {found.service!r} is no longer in the catalog"
+        elif entry.image != found.image:
+            why_not = f"service {found.service!r} now uses {entry.image}"
+        elif found.service in self._busy or found.service in self._pulls or any(
+                c.service == found.service for c in await self.containers(fresh=True)):
+            why_not = f"service {found.service!r} was started again meanwhile"
+        if why_not is not None or entry is None:  # (entry is None implies why_not: for the type checker)
+            log.info("services: the pull of %s on %s left by the last run is dropped: %s", found.image, node, why_not)
+            if found.job.running:
+                await job.kill()
+            await job.remove()
+            return
+        pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
+        self._pulls[entry.name] = pull
+        self._follow_pull(entry, pull, killed=found.job.killed)
+        log.info("services: following again the pull of %s for %s on %s (job %s)", entry.image, entry.name, node,
+                 job.job_id)
 
     async def _ngc_login(self, node: str) -> None:
         """`docker login nvcr.io` on `node`, the key on stdin; 503 with docker's reason when refused."""
@@ -313,7 +361,7 @@ class ServiceManager:
 
     async def close(self) -> None:
         """App shutdown: stop following the pulls (they finish on the nodes; nothing is started)."""
-        tasks = [p.task for p in self._pulls.values() if p.task is not None and not p.task.done()]
+        tasks = [*self._finders, *(p.task for p in self._pulls.values() if p.task is not None and not p.task.done())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

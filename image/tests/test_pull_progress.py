@@ -66,3 +66,34 @@ def test_lines_before_pulling_from_do_not_end_the_list_of_layers():
         fractions.append(progress.to_dict()["fraction"])
     assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
     assert fractions[lines.index("a1b2c3d4e5f6: Already exists")] == 0.0
+
+
+def test_pull_jobs_found_after_a_restart_are_validated_like_user_input():
+    """What a node's meta.json says is checked before it names a service or reaches a command."""
+    import json
+
+    from app.remote_job import FoundJob
+    from app.service_pull import found_pulls, job_meta
+
+    def job(job_id: str, meta: object) -> FoundJob:
+        text = meta if isinstance(meta, str) else json.dumps(meta)
+        return FoundJob(job_id, text, exit_status=None, running=True, killed=False)
+
+    good = json.loads(job_meta("whisper", "spark2", "ghcr.io/x/whisper:1.0", 1.5))
+    found = [job("svcpull0123456789ab", good),
+             job("svcpull0123456789ac", {**good, "image": "x;rm -rf ~"}),
+             job("svcpull0123456789ad", {**good, "service": "../etc"}),
+             job("svcpull0123456789ae", {**good, "node": "spark1"}),
+             job("svcpull0123456789af", {**good, "started": float("inf")}),
+             job("svcpull0123456789b0", "not json"),
+             job("svcpull0123456789b1", {**good, "kind": "something-else"}),
+             job("0123456789abd", good)]  # a download's job name: not a pull's
+    pulls, problems = found_pulls("spark2", found)
+    assert [(p.job.job_id, p.service, p.image) for p in pulls] == [
+        ("svcpull0123456789ab", "whisper", "ghcr.io/x/whisper:1.0"),
+        ("svcpull0123456789af", "whisper", "ghcr.io/x/whisper:1.0")]
+    assert pulls[0].started == 1.5 and pulls[1].started > 1e9  # an unusable time becomes "now"
+    assert [p.split(":")[0] for p in problems] == [
+        "job svcpull0123456789ac on spark2", "job svcpull0123456789ad on spark2",
+        "job svcpull0123456789ae on spark2", "job svcpull0123456789b0 on spark2"]
+    assert "spark1" in problems[2]
