@@ -260,8 +260,10 @@ def test_a_stop_while_the_pulled_image_is_being_started_leaves_no_container(app,
     stopped = app.post("/api/services/pull-race/stop", timeout=120)
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped", stopped.text
     # `docker run` ends about 35 s after it began; the container it made must then be removed.
-    time.sleep(20)
-    assert "sc-svc-pull-race" not in on_node(sim_cluster, "docker ps -a --format '{{.Names}}'")
+    wait_until(lambda: "--name sc-svc-pull-race" not in on_node(sim_cluster, "ps -eo args"), 30,
+               message="docker run ended on the node")
+    wait_until(lambda: "sc-svc-pull-race" not in on_node(sim_cluster, "docker ps -a --format '{{.Names}}'"), 10,
+               message="the container docker run made, removed")
     assert service(app, "pull-race")["state"] == "stopped"
 
 
