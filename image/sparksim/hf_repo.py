@@ -10,7 +10,8 @@ Repos that fail on purpose (the real CLI's errors):
   - a name containing `gated`: 401 unless HF_TOKEN is set;
   - a revision other than main, v1.0 or a 40-hex commit: 404 Revision Not Found.
 Names containing `slow` take 30 s instead of `SPARKSIM_HF_SECONDS` (default 2), so a test can
-cancel them; names containing `tiny` have one `model.safetensors` and no index.
+cancel them, and names containing `steady` 10 s (long enough to watch, short enough to wait
+for); names containing `tiny` have one `model.safetensors` and no index.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class RepoFile:
 def download_seconds(repo_id: str) -> float:
     if "slow" in repo_id:
         return 30.0
+    if "steady" in repo_id:
+        return 10.0
     return float(os.environ.get("SPARKSIM_HF_SECONDS", "2"))
 
 

@@ -100,7 +100,7 @@ def exit_recorded(sim_cluster, node: str, job_id: str) -> str:
 @pytest.mark.integration
 def test_a_download_running_when_the_app_stops_is_found_again_and_finishes(sim_cluster, start_app):
     first = start_app(env(sim_cluster))
-    repo = unique_repo("slow")  # the simulated Hub takes 30 s for it
+    repo = unique_repo("steady")  # the simulated Hub takes 10 s for it
     started = first.post("/api/downloads", json={"repo_id": repo}).json()
     wait_until(lambda: bytes_done(first, started["id"]), 30, message="bytes arriving")
     before = first.get(f"/api/downloads/{started['id']}").json()
