@@ -310,25 +310,32 @@ class ServiceManager:
     async def _adopt_pull(self, node: str, found: service_pull.FoundPull) -> None:
         job = RemoteJob(self.pool, node, found.job.job_id)
         entry = next((e for e in self.catalog if e.name == found.service), None)
-        why_not = None
         if entry is None:
-            why_not = f"service {found.service!r} is no longer in the catalog"
+            await self._drop_found_pull(job, found, f"service {found.service!r} is no longer in the catalog")
         elif entry.image != found.image:
-            why_not = f"service {found.service!r} now uses {entry.image}"
-        elif found.service in self._busy or found.service in self._pulls or any(
-                c.service == found.service for c in await self.containers(fresh=True)):
-            why_not = f"service {found.service!r} was started again meanwhile"
-        if why_not is not None or entry is None:  # (entry is None implies why_not: for the type checker)
-            log.info("services: the pull of %s on %s left by the last run is dropped: %s", found.image, node, why_not)
-            if found.job.running:
-                await job.kill()
-            await job.remove()
-            return
-        pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
-        self._pulls[entry.name] = pull
-        self._follow_pull(entry, pull, killed=found.job.killed)
-        log.info("services: following again the pull of %s for %s on %s (job %s)", entry.image, entry.name, node,
-                 job.job_id)
+            await self._drop_found_pull(job, found, f"service {found.service!r} now uses {entry.image}")
+        elif found.service in self._busy:  # a start or stop of it is under way: that one wins
+            await self._drop_found_pull(job, found, f"service {found.service!r} is being started or stopped")
+        else:
+            # Claimed while the containers are read: a start meanwhile would pull a second time.
+            with self._claim(found.service):
+                started = found.service in self._pulls or any(
+                    c.service == found.service for c in await self.containers(fresh=True))
+                if not started:
+                    pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
+                    self._pulls[entry.name] = pull
+                    self._follow_pull(entry, pull, killed=found.job.killed)
+                    log.info("services: following again the pull of %s for %s on %s (job %s)", entry.image,
+                             entry.name, node, job.job_id)
+                    return
+            await self._drop_found_pull(job, found, f"service {found.service!r} was started again meanwhile")
+
+    async def _drop_found_pull(self, job: RemoteJob, found: service_pull.FoundPull, why: str) -> None:
+        """A pull left by the last run that is not carried on: stopped on its node, its job removed."""
+        log.info("services: the pull of %s on %s left by the last run is dropped: %s", found.image, job.node, why)
+        if found.job.running:
+            await job.kill()
+        await job.remove()
 
     async def _ngc_login(self, node: str) -> None:
         """`docker login nvcr.io` on `node`, the key on stdin; 503 with docker's reason when refused."""
