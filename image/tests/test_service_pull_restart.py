@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_until
+import test_service_pull as pulls
 
 pytestmark = pytest.mark.integration
 
-NODE = "spark2"
+NODE = pulls.NODE
 JOBS = "~/.cache/spark-control/jobs"
 
 
@@ -34,25 +35,10 @@ def overrides(directory: Path, images: dict[str, str]) -> Path:
     return path
 
 
-def on_node(sim_cluster, command: str) -> str:
-    return sim_cluster.ssh(NODE, command).stdout
-
-
-@pytest.fixture(autouse=True)
-def clean(sim_cluster):
-    yield
-    on_node(sim_cluster, "rm -f ${SPARKSIM_STATE:-~/.sparksim}/pull_seconds; "
-                         "docker ps -aq --filter label=spark-control.service | xargs -r docker rm -f")
-
-
-def set_pull_seconds(sim_cluster, seconds: float) -> None:
-    on_node(sim_cluster, f"echo {seconds} > ${{SPARKSIM_STATE:-~/.sparksim}}/pull_seconds")
-
-
-def service(app, name: str) -> dict:
-    response = app.get(f"/api/services/{name}")
-    assert response.status_code == 200, response.text
-    return response.json()
+# The sim node's pull timing, the clean-up after each test and the service lookup are
+# test_service_pull.py's (same node).
+clean = pulls.clean
+on_node, set_pull_seconds, service = pulls.on_node, pulls.set_pull_seconds, pulls.service
 
 
 def env(sim_cluster, services_yaml: Path) -> dict[str, str]:
@@ -73,12 +59,27 @@ def pull_jobs(sim_cluster) -> str:
     return on_node(sim_cluster, f"ls {JOBS} 2>/dev/null | grep svcpull")
 
 
+def start_a_pull(sim_cluster, start_app, tmp_path, name: str, seconds: float):
+    """An app with one service `name` on a fresh image, started: its pull takes `seconds` on the node.
+    Returns (image, services.yaml, app)."""
+    image = f"sparksim/{name}-{uuid.uuid4().hex[:8]}:1.0"
+    services_yaml = overrides(tmp_path, {name: image})
+    app = start_app(env(sim_cluster, services_yaml))
+    set_pull_seconds(sim_cluster, seconds)
+    assert app.post(f"/api/services/{name}/start").status_code == 202
+    return image, services_yaml, app
+
+
+def runs_with_its_pull_forgotten(app, sim_cluster, name: str) -> None:
+    """The container started by the restarted app, healthy; the pull and its job's files gone."""
+    running = wait_until(lambda: (s := service(app, name))["state"] == "running" and s, 60,
+                         message=f"{name}'s container started by the new app")
+    assert running["container"] == f"sc-svc-{name}" and running["health"]["ok"] and running["pull"] is None
+    wait_until(lambda: pull_jobs(sim_cluster) == "", 10, message="the pull job's files removed")
+
+
 def test_a_pull_running_when_the_app_stops_is_followed_again_and_its_container_started(sim_cluster, start_app, tmp_path):
-    image = f"sparksim/resume-{uuid.uuid4().hex[:8]}:1.0"
-    services_yaml = overrides(tmp_path, {"resume": image})
-    first = start_app(env(sim_cluster, services_yaml))
-    set_pull_seconds(sim_cluster, 10)
-    assert first.post("/api/services/resume/start").status_code == 202
+    image, services_yaml, first = start_a_pull(sim_cluster, start_app, tmp_path, "resume", seconds=10)
     before = pulling(first, "resume")["pull"]
     crash(first)
 
@@ -87,18 +88,11 @@ def test_a_pull_running_when_the_app_stops_is_followed_again_and_its_container_s
     assert found["running_on"] == NODE and found["pull"]["image"] == image, found
     assert found["pull"]["started"] == pytest.approx(before["started"]), "the pull's own start time, from its job"
     assert found["pull"]["fraction"] >= before["fraction"], (before, found["pull"])
-    running = wait_until(lambda: (s := service(second, "resume"))["state"] == "running" and s, 60,
-                         message="the container started after the pull the new app followed")
-    assert running["container"] == "sc-svc-resume" and running["health"]["ok"] and running["pull"] is None
-    wait_until(lambda: pull_jobs(sim_cluster) == "", 10, message="the pull job's files removed")
+    runs_with_its_pull_forgotten(second, sim_cluster, "resume")
 
 
 def test_a_pull_that_ended_while_the_app_was_down_starts_its_container(sim_cluster, start_app, tmp_path):
-    image = f"sparksim/ended-{uuid.uuid4().hex[:8]}:1.0"
-    services_yaml = overrides(tmp_path, {"ended": image})
-    first = start_app(env(sim_cluster, services_yaml))
-    set_pull_seconds(sim_cluster, 3)
-    assert first.post("/api/services/ended/start").status_code == 202
+    _, services_yaml, first = start_a_pull(sim_cluster, start_app, tmp_path, "ended", seconds=3)
     pulling(first, "ended")
     first.proc.send_signal(signal.SIGSTOP)  # the app sees nothing more; the pull ends on the node
     wait_until(lambda: on_node(sim_cluster, f"cat {JOBS}/svcpull*/exit 2>/dev/null").strip() == "0", 30,
@@ -107,10 +101,7 @@ def test_a_pull_that_ended_while_the_app_was_down_starts_its_container(sim_clust
     assert on_node(sim_cluster, "docker ps -a --format '{{.Names}}'").split() == []  # nothing started yet
 
     second = start_app(env(sim_cluster, services_yaml))
-    running = wait_until(lambda: (s := service(second, "ended"))["state"] == "running" and s, 60,
-                         message="the container started by the new app")
-    assert running["container"] == "sc-svc-ended" and running["pull"] is None
-    wait_until(lambda: pull_jobs(sim_cluster) == "", 10, message="the pull job's files removed")
+    runs_with_its_pull_forgotten(second, sim_cluster, "ended")
 
 
 def test_a_pull_killed_by_the_last_run_or_no_longer_wanted_is_not_carried_on(sim_cluster, start_app, tmp_path):
