@@ -94,6 +94,7 @@ class Download:
     events: EventLog = field(default_factory=lambda: EventLog(keep=300), repr=False)
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     jobs: list[str] = field(default_factory=list, repr=False)  # its job ids on `node`, kept until it ends
+    cancel_error: str | None = field(default=None, repr=False)  # why the cancel has not reached the node yet
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "repo_id": self.repo_id, "revision": self.revision or "main",
@@ -159,8 +160,10 @@ class DownloadManager:
             await asyncio.gather(task, return_exceptions=True)
             self._publish_state(d, State.CANCELLED, "cancelled while queued")
             await self._remove_jobs(d)  # an adopted one waits here with its finished steps' jobs
-        elif task:
-            await asyncio.wait({task}, timeout=20)  # the remote process is killed and its end seen
+        elif task:  # the remote process is killed and its end seen, or the node cannot be told (yet)
+            deadline = time.monotonic() + 20
+            while not task.done() and d.cancel_error is None and time.monotonic() < deadline:
+                await asyncio.wait({task}, timeout=0.25)
         return d
 
     async def close(self) -> None:
@@ -340,9 +343,19 @@ class DownloadManager:
                 d.events.publish("progress", **d.progress)
 
         what = f"{d.state.value} {d.repo_id}" + (f" to {label.split('->', 1)[1]}" if "->" in label else "")
+        told = False
+
+        def kill_failed(message: str | None) -> None:  # a cancel the node could not be told yet: say so, once
+            nonlocal told
+            d.cancel_error = message
+            if message and not told:
+                told = True
+                self._publish_state(d, d.state, f"cancelling: {job.node} does not answer ({message}); {what} is "
+                                                "stopped there as soon as it does")
+
         status = await remote_job.follow(job, what=what, cancel=d.cancel_requested, poll_s=self.poll_interval_s,
                                          killed=killed, give_up_s=self.unreachable_give_up_s,
-                                         hooks=remote_job.FollowHooks(output=output))
+                                         hooks=remote_job.FollowHooks(output=output, kill_failed=kill_failed))
         if status is None or d.cancel_requested.is_set():  # cancelled, even if it ended well meanwhile
             raise _Cancelled()
         return progress, status

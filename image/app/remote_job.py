@@ -54,8 +54,9 @@ UNREACHABLE_GIVE_UP_S = 600.0
 class Poll:
     text: str               # output since the previous poll
     exit_status: int | None  # None while the command runs (or while output is left to read)
-    alive: bool = True       # its process group answers (or has no pid yet); False with no exit
-                             # status: its processes died unrecorded (the node rebooted), or it just ended
+    alive: bool = True       # its process group answers (or has no pid yet), or it ended (its exit is
+                             # recorded, output may be left to read); False: its processes died
+                             # unrecorded (the node rebooted), or it ended a moment ago
 
 
 @dataclass
@@ -124,7 +125,9 @@ class RemoteJob:
             self.offset = max(self.offset, min(int(size), self.offset + max_bytes))
             if self.offset < int(size):
                 exit_status = None  # more to read first: the end is reported with the last bytes
-        return Poll(text, exit_status, alive=not (len(fields) == 3 and fields[2] == "0"))
+        # An ended job is not "gone", even while its exit status waits for the rest of a long log.
+        gone = len(fields) == 3 and fields[2] == "0" and fields[0] == "-"
+        return Poll(text, exit_status, alive=not gone)
 
     async def kill(self) -> None:
         """SIGTERM to the job's process group; nothing if it already ended."""
@@ -215,7 +218,9 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
     failed polls: while the SSH pool backs off a poll can take 15 s or fail at once, and a blip of a
     minute must not end a transfer that goes on there), or when the job's processes are gone
     without an exit status (the node rebooted): seen twice in a row, because the waiter writes the
-    status a moment after the command ended.
+    status a moment after the command ended. Once `cancel` is set it never gives up: the kill is
+    sent again until the node answers (hooks.kill_failed tells the owner meanwhile), so a cancel
+    is neither turned into a failure nor lost while the work goes on there.
     """
     hooks = hooks or FollowHooks()
     killed_at = time.monotonic() if killed else None
@@ -239,7 +244,7 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
             hooks.unreachable(False)
         except SparkControlError as exc:
             hooks.unreachable(True)
-            if time.monotonic() - last_good > give_up_s:
+            if time.monotonic() - last_good > give_up_s and not cancel.is_set():
                 raise SparkControlError(f"lost contact with {job.node} for {give_up_s:.0f} s while {what} "
                                         f"({exc.message}); it may still be running there") from exc
             polled = None

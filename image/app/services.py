@@ -116,6 +116,9 @@ class ServiceManager:
         self._health: dict[tuple[str, str], tuple[float, asyncio.Future[Health]]] = {}
         self._busy: set[str] = set()
         self._finders: list[asyncio.Task] = []
+        # Services started or stopped since this app started: a pull the last run left for one of
+        # them, found later (its node was down), is not carried on against the user's newer word.
+        self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ reading the nodes
 
@@ -242,6 +245,7 @@ class ServiceManager:
         self.pool.get(node)  # NotFound names the configured nodes
         if entry.kind == "nim":
             nim.key_input(self.settings)  # 503 before anything runs when no key is configured
+        self._touched.add(name)
         with self._claim(name):
             pull = self._pulls.get(name)
             if pull is not None and pull.active:
@@ -314,13 +318,15 @@ class ServiceManager:
             await self._drop_found_pull(job, found, f"service {found.service!r} is no longer in the catalog")
         elif entry.image != found.image:
             await self._drop_found_pull(job, found, f"service {found.service!r} now uses {entry.image}")
-        elif found.service in self._busy:  # a start or stop of it is under way: that one wins
-            await self._drop_found_pull(job, found, f"service {found.service!r} is being started or stopped")
+        elif found.service in self._busy or found.service in self._touched:  # the user's word wins
+            await self._drop_found_pull(job, found, f"service {found.service!r} was started or stopped since")
         else:
             # Claimed while the containers are read: a start meanwhile would pull a second time.
             with self._claim(found.service):
+                # Only what `start` refuses for: an old exited container of it does not count.
                 started = found.service in self._pulls or any(
-                    c.service == found.service for c in await self.containers(fresh=True))
+                    c.service == found.service and c.state in ("running", "created")
+                    for c in await self.containers(fresh=True))
                 if not started:
                     pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
                     self._pulls[entry.name] = pull
@@ -389,6 +395,7 @@ class ServiceManager:
     async def stop(self, name: str, *, kind: str | None = None) -> dict[str, Any]:
         """Stop the container, or cancel the pull (the container it would start never appears)."""
         entry = self._entry(name, kind)
+        self._touched.add(name)
         with self._claim(name):
             pull = self._pulls.get(entry.name)
             if pull is not None and pull.active:

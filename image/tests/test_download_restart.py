@@ -399,3 +399,35 @@ def test_a_download_whose_processes_die_while_followed_ends_failed(sim_cluster, 
     assert failed["message"] == (f"downloading {repo} on spark1: its processes are gone without recording how "
                                  "they ended (node rebooted?); start it again"), failed
     wait_until(lambda: job_files(sim_cluster, "spark1", started["id"]) == "", 10, message="its job dirs removed")
+
+
+@pytest.mark.integration
+def test_a_cancel_the_node_cannot_hear_is_kept_and_carried_out_when_it_answers(sim_cluster, start_app):
+    """A cancel while the node is unreachable is neither lost nor turned into a failure once the
+    give-up time has passed: the download says it is cancelling, and the transfer is killed when
+    the node answers again."""
+    app = start_app({**env(sim_cluster), "JOB_UNREACHABLE_GIVE_UP_S": "3"})
+    repo = unique_repo("slow")
+    started = start_transferring(app, repo, copy_to=[])
+    try:
+        with ssh_down(sim_cluster, "spark1"):
+            asked = time.monotonic()
+            answer = app.post(f"/api/downloads/{started['id']}/cancel", timeout=60).json()
+            assert time.monotonic() - asked < 15, "the cancel must answer once it knows the node cannot hear it"
+            assert answer["state"] == "downloading" and answer["message"].startswith("cancelling: spark1"), answer
+            pending = wait_until(lambda: (d := download(app, started["id"])) and d["message"].startswith(
+                "cancelling: spark1 does not answer") and d, 30, message="the cancel said to be pending")
+            assert pending["state"] == "downloading", pending
+            time.sleep(5)  # past JOB_UNREACHABLE_GIVE_UP_S: a cancel pending is no reason to give up
+            assert download(app, started["id"])["state"] == "downloading"
+            # (asked on this host: the node's SSH is down, its processes are this machine's)
+            user = sim_cluster.node("spark1").user
+            on_host = subprocess.run(["pgrep", "-u", user, "-f", f"[s]parksim.hf_cli download {repo}"],
+                                     capture_output=True, text=True)
+            assert on_host.stdout.strip(), "the node is only unreachable: the transfer goes on there"
+        cancelled = wait_until(lambda: (d := download(app, started["id"]))["state"] != "downloading" and d, 60,
+                               message="the cancel carried out once spark1 answers")
+        assert cancelled["state"] == "cancelled" and cancelled["message"].startswith("cancelled while downloading")
+        wait_until(lambda: not hf_running(sim_cluster, repo), 10, message="hf killed on the node")
+    finally:
+        sim_cluster.ssh("spark1", f"pkill -f '[s]parksim.hf_cli download {repo}'")

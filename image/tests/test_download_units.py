@@ -14,7 +14,7 @@ from app.disk import parse_usage, validate_dirname
 from app.download_copy import rsync_command
 from app.download_progress import Progress, split_redraws
 from app.errors import InvalidInput
-from app.remote_job import RemoteJob
+from app.remote_job import FollowHooks, RemoteJob, follow
 from app.settings import NodeConfig, Settings
 from app.shellsafe import validate_hf_include
 from app.ssh import NodePool
@@ -196,5 +196,29 @@ def test_remote_job_on_the_local_transport_runs_polls_and_is_killed(tmp_path):
         assert polled.exit_status == 143  # SIGTERM, and the wrapper lived to say so
         await sleeper.remove()
         assert not (tmp_path / "jobs" / "unitjob2").exists()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_that_ended_with_more_log_than_a_poll_reads_is_followed_to_its_exit(tmp_path):
+    """A restarted app reads a finished job's log from the start, 1 MiB a poll: until the last
+    piece the exit status is held back, and the job must not be taken for one whose processes
+    vanished (that rule fails it as "node rebooted?")."""
+    settings = Settings.from_env(environ={"HOME": str(tmp_path)})
+
+    async def scenario():
+        pool = NodePool(settings)
+        node = next(iter(pool.nodes))
+        job = RemoteJob(pool, node, "unitjob3")
+        job.dir = f"{tmp_path}/jobs/unitjob3"
+        await job.start("head -c 3145728 /dev/zero | tr '\\0' x; exit 0")  # 3 MiB of "progress"
+        while not (tmp_path / "jobs" / "unitjob3" / "exit").exists():
+            await asyncio.sleep(0.05)
+        restarted = RemoteJob(pool, node, "unitjob3")
+        restarted.dir = job.dir
+        read = []
+        status = await follow(restarted, what="downloading org/model", cancel=asyncio.Event(), poll_s=0.05,
+                              hooks=FollowHooks(output=lambda polled: read.append(len(polled.text))))
+        assert status == 0 and sum(read) == 3 << 20 and len([n for n in read if n]) >= 3, read
 
     asyncio.run(scenario())
