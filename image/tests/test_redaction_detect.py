@@ -116,6 +116,24 @@ def test_allowlist_is_case_insensitive_and_exact() -> None:
     assert [s.text for s in det.detect("mail support@example.com or bob@example.com")] == ["bob@example.com"]
 
 
+def test_a_value_inside_an_allowlisted_one_is_still_found() -> None:
+    """The finders skip a candidate inside one that outranks it (the outer wins anyway), but not
+    when an allowlist is set: the outer may be dropped, and what lies inside must then be there."""
+    text = "Call +1 415-555-0132 or wire to DE89 3704 0044 0532 0130 00 today"
+    assert [s.text for s in Detector(ner=False).detect(text)] == ["+1 415-555-0132", "DE89 3704 0044 0532 0130 00"]
+    allowed = Detector(ner=False, allowlist=["+1 415-555-0132"]).detect(text)
+    assert [(s.text, s.entity) for s in allowed] == [("415-555-0132", "PHONE"), ("DE89 3704 0044 0532 0130 00", "IBAN")]
+
+
+def test_covered_finds_the_span_around_each_ascending_candidate() -> None:
+    from app.redaction.structured import Covered
+
+    inside = Covered([(10, 20), (0, 5), (12, 30)])
+    assert [inside(s, e) for s, e in [(0, 3), (1, 6), (10, 19), (13, 30), (25, 31), (40, 41)]] == \
+        [True, False, True, True, False, False]
+    assert Covered(None)(0, 1) is False
+
+
 def test_entity_subset_detects_only_those() -> None:
     det = Detector(entities=["EMAIL"], ner=False)
     spans = det.detect("a@b.io, 123-45-6789, 192.168.0.1")

@@ -105,8 +105,12 @@ _LOWER_REST = (
     r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|way)\b\.?"
     rf"(?:{_TAIL})?"
 )
+# The look-ahead is implied by both shapes (after the number and its separator comes a letter or an
+# ordinal: a street word, a direction or the suffix) and fails in a few steps where the full
+# pattern backtracks through every alternative: after the digit runs of phones, cards, IBANs.
 _ADDRESS = re.compile(
-    rf"\d(?<![\w-]\d)\d{{0,5}}+(?:{_LOWER_REST}|[A-Za-z]?(?:-\d{{1,6}}+[A-Za-z]?)?{_STREET_REST})"
+    rf"\d(?<![\w-]\d)\d{{0,5}}+(?=[A-Za-z]?(?:-\d{{1,6}}+[A-Za-z]?)?,?[ \t]++(?:[A-Za-z]|\d{{1,3}}(?:st|nd|rd|th)))"
+    rf"(?:{_LOWER_REST}|[A-Za-z]?(?:-\d{{1,6}}+[A-Za-z]?)?{_STREET_REST})"
 )
 _ADDRESS_SPELLED = re.compile(rf"{_SPELLED}{_STREET_REST}")
 _ADDRESS_UNIT_FIRST = re.compile(rf"{_UNIT}{_SEP}(?:\d{{1,6}}[A-Za-z]?(?:-\d{{1,6}}[A-Za-z]?)?)?{_STREET_REST}")

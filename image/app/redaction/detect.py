@@ -65,7 +65,8 @@ class Detector:
             raise DetectionFailed(f"detection failed: {type(exc).__name__}: {exc}") from exc
 
     def _detect_many(self, texts: Sequence[str]) -> list[list[Span]]:
-        candidates = [find_structured(t, self.entities) for t in texts]
+        # An allowlisted outer span is dropped later: then what lies inside it must still be found.
+        candidates = [find_structured(t, self.entities, skip_contained=not self.allowlist) for t in texts]
         if self._names is not None:
             # NER reads the texts with the structured values blanked out: their capitalised words
             # (street and city names, e-mail users) are not people and would only cost NER time.

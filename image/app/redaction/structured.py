@@ -36,6 +36,36 @@ class Text:
     low: str | None
     digits: list[int]
     chunks: list[tuple[int, int]]  # whitespace-free runs of _LONG_CHUNK+ characters: (start, end)
+    # Spans found so far per entity, for skipping a candidate that lies inside one that outranks it
+    # (see Covered); None when such skips are off (an allowlist could drop the outer span).
+    found: dict[str, list[tuple[int, int]]] | None = None
+
+
+class Covered:
+    """Is a candidate inside one of `spans`? For ascending candidate starts, in O(1) amortised:
+    the spans are sorted by start, and of those starting at or before the candidate, the one that
+    ends last contains it if any does.
+
+    Why skipping such a candidate never changes the result: detect.py merges overlapping
+    candidates into one span labelled by the longest (then the higher priority); a candidate
+    inside another that is at least as long and ranks at least as high neither widens the merged
+    span nor wins its label. Only the validation work is saved (Luhn windows, an IPv6 parse,
+    the phone rules)."""
+
+    __slots__ = ("_spans", "_i", "_end")
+
+    def __init__(self, spans: list[tuple[int, int]] | None) -> None:
+        self._spans = sorted(spans) if spans else []
+        self._i, self._end = 0, -1
+
+    def __call__(self, start: int, end: int) -> bool:
+        spans, i = self._spans, self._i
+        while i < len(spans) and spans[i][0] <= start:
+            if spans[i][1] > self._end:
+                self._end = spans[i][1]
+            i += 1
+        self._i = i
+        return end <= self._end
 
 
 # Keys, tokens and MAC addresses hold no whitespace and have at least this many characters, so
@@ -105,40 +135,54 @@ _PHONES = (
         re.IGNORECASE,
     ),
 )
-_DIGITS = re.compile(r"\D+")
-_INTL_PREFIX = re.compile(r"\+|00[1-9]|011")
+
+
+# Outside its extension a phone match holds digits, whitespace and "+().-" only: deleting the
+# latter leaves its digits (str.translate runs in C; a regex sub cost twice as much).
+# (re's \s is str.isspace(); the last such character is U+3000.)
+_NOT_DIGITS = dict.fromkeys([*map(ord, "+().-"), *(c for c in range(0x3001) if chr(c).isspace())])
 
 
 def _phone_ok(m: re.Match[str]) -> bool:
     body = m.group(0)
-    if m.group("ext"):
-        body = body[: m.start("ext") - m.start()]
-    digits = _DIGITS.sub("", body)
-    if _INTL_PREFIX.match(body):
-        return 7 <= len(digits) <= 15
+    ext = m.start("ext")
+    if ext != -1:
+        body = body[: ext - m.start()]
+    digits = body.translate(_NOT_DIGITS)
+    if body[0] == "+" or body.startswith("011") or body.startswith("00") and body[2:3] in _NONZERO:
+        return 7 <= len(digits) <= 15  # an international prefix: +, 00 then a country code, 011
     if "(" in body:
         inner = body[body.index("(") + 1 : body.index(")")]
         if inner == "0":  # +44(0)... without the +44 still reads as a UK number
             return 10 <= len(digits) <= 12
-    has_sep = any(not c.isdigit() and c not in "()" for c in body.strip())
-    if len(digits) in (10, 11) and digits[0] == "0" and digits[1] != "0":
+    n = len(digits)
+    if (n == 10 or n == 11) and digits[0] == "0" and digits[1] != "0":
         # National format with a trunk 0 (UK 020 7946 0958, DE 030 6999021); "00..." is an
         # international prefix, handled above.
         return True
-    if len(digits) == 10:
+    if n == 10:
         # Without a country code, insist on the NANP shape: keeps timestamps and ids out.
         return v.nanp_ok(digits)
-    if len(digits) == 11 and digits[0] == "1":
-        return v.nanp_ok(digits[1:]) and has_sep
+    if n == 11 and digits[0] == "1":
+        return v.nanp_ok(digits[1:]) and any(not c.isdigit() and c not in "()" for c in body.strip())
     return False
+
+
+_NONZERO = frozenset("123456789")
 
 
 def _phones(t: Text) -> Iterator[Finding]:
     text = t.text
-    for found in (_PHONES[0].finditer(text), _PHONES[1].finditer(text), v.matches_from(text, _PHONES[2], t.digits)):
+    prefixed: list[tuple[int, int]] = []  # "+..." and "(...)" phones: the bare digits one is often their tail
+    for found in (_PHONES[0].finditer(text), _PHONES[1].finditer(text)):
         for m in found:
             if _phone_ok(m) and not _ipv4_like(m.group(0)):
+                prefixed.append(m.span())
                 yield m.start(), m.end(), "PHONE"
+    inside = Covered(prefixed if t.found is not None else None)
+    for m in v.matches_from(text, _PHONES[2], t.digits):
+        if not inside(m.start(), m.end()) and _phone_ok(m) and not _ipv4_like(m.group(0)):
+            yield m.start(), m.end(), "PHONE"
 
 
 _IPV4_SHAPE = re.compile(r"\s*\d{1,3}(?:\.\d{1,3}){3}\s*")
@@ -156,11 +200,13 @@ _CARD = re.compile(r"\d(?<![\w.+-]\d)(?=(?:[ -]?\d){11})(?:[ -]?\d)*+")
 
 def _cards(t: Text) -> Iterator[Finding]:
     text = t.text
+    in_iban = Covered(t.found.get("IBAN") if t.found is not None else None)  # an IBAN outranks a card
     for m in v.matches_from(text, _CARD, t.digits):
         end = m.end()
         if end < len(text) and text[end] in "-." and text[end + 1 : end + 2].isdigit():
             continue  # part of a longer dotted/dashed number (a version, an id)
-        yield from _cards_in_run(m.group(0), m.start())
+        if not in_iban(m.start(), end):
+            yield from _cards_in_run(m.group(0), m.start())
 
 
 def _cards_in_run(run: str, offset: int) -> Iterator[Finding]:
@@ -270,7 +316,10 @@ def _ips(t: Text) -> Iterator[Finding]:
             yield m.start(), m.end(), "IP_ADDRESS"
     if "::" not in text and text.count(":") < 7:
         return
+    in_mac = Covered(t.found.get("MAC_ADDRESS") if t.found is not None else None)  # a MAC outranks an IP
     for m in v.matches_from(text, _IPV6, _ipv6_starts(text)):
+        if in_mac(m.start(), m.end()):
+            continue
         cand = m.group(0)
         core = cand.split("%", 1)[0]
         groups = [g for g in core.split(":") if g]
@@ -437,14 +486,15 @@ def _pem_blocks(text: str) -> Iterator[Finding]:
 
 
 # ----------------------------------------------------------------------------------------------
+# In this order: an IBAN before the cards inside it, a MAC address before the IPv6 look-alikes.
 FINDERS: dict[str, Callable[[Text], Iterator[Finding]]] = {
     "EMAIL": _emails,
     "PHONE": _phones,
-    "CREDIT_CARD": _cards,
     "IBAN": _ibans,
+    "CREDIT_CARD": _cards,
     "US_SSN": _ssns,
-    "IP_ADDRESS": _ips,
     "MAC_ADDRESS": _macs,
+    "IP_ADDRESS": _ips,
     "DATE_OF_BIRTH": _dobs,
     "URL_CREDENTIALS": _url_creds,
     "SECRET": _secrets,
@@ -455,16 +505,25 @@ _DIGIT_FIRST = frozenset({"PHONE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "ADDRE
 _IN_CHUNKS = frozenset({"SECRET", "MAC_ADDRESS"})  # finders that read Text.chunks
 
 
-def find_structured(text: str, entities: frozenset[str]) -> list[Finding]:
-    """Every candidate finding of the selected structured entities (overlaps not yet resolved)."""
+def find_structured(text: str, entities: frozenset[str], skip_contained: bool = True) -> list[Finding]:
+    """Every candidate finding of the selected structured entities (overlaps not yet resolved).
+    skip_contained: leave out candidates inside a found one that outranks them (Covered); off when
+    an allowlist may drop the outer one."""
     t = Text(
         text,
         v.lower_same(text),
         v.digit_run_starts(text) if entities & _DIGIT_FIRST else [],
         long_chunks(text) if entities & _IN_CHUNKS else [],
+        {} if skip_contained else None,
     )
     out: list[Finding] = []
     for name, finder in FINDERS.items():
         if name in entities:
-            out.extend(finder(t))
+            found = list(finder(t))
+            if t.found is not None and name in _OUTRANKING:
+                t.found[name] = [(s, e) for s, e, _ in found]
+            out.extend(found)
     return out
+
+
+_OUTRANKING = frozenset({"IBAN", "MAC_ADDRESS"})  # whose spans later finders read (t.found)
