@@ -335,8 +335,8 @@ class DownloadManager:
 
         def output(polled: Poll) -> None:
             progress.feed(self._scrub(polled.text))
-            if polled.exit_status == 0 and not d.cancel_requested.is_set():
-                progress.complete()
+            if polled.exit_status == 0 and not killed and not d.cancel_requested.is_set():
+                progress.complete()  # (not for a job a cancel had killed: it ends cancelled)
             if polled.text or polled.exit_status == 0:
                 d.progress = {"phase": d.state.value, "where": label, **progress.to_dict()}
                 d.updated = time.time()
