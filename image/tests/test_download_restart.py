@@ -179,7 +179,7 @@ def test_a_download_that_ends_while_the_app_is_down_shows_done(sim_cluster, star
 @pytest.mark.integration
 def test_a_download_that_fails_while_the_app_is_down_shows_failed_with_the_reason(sim_cluster, start_app):
     first = start_app(env(sim_cluster))
-    repo = unique_repo("slow")
+    repo = unique_repo("steady")  # 10 s: it fails at its next blob, at the latest when it renames the last
     blobs = f"{HUB}/models--{repo.replace('/', '--')}/blobs"
     started = first.post("/api/downloads", json={"repo_id": repo, "copy_to": []}).json()
     wait_until(lambda: bytes_done(first, started["id"]), 30, message="bytes arriving")
@@ -366,7 +366,7 @@ def test_an_adopted_download_waiting_for_its_turn_is_queued_and_cancels_at_once(
 
 @pytest.mark.integration
 def test_job_dirs_a_node_kept_while_down_are_removed_once_it_is_back(sim_cluster, start_app):
-    app = start_app({**env(sim_cluster), "JOB_UNREACHABLE_GIVE_UP_S": "8"})
+    app = start_app({**env(sim_cluster), "JOB_UNREACHABLE_GIVE_UP_S": "3"})
     repo = unique_repo("slow")
     started = start_transferring(app, repo, copy_to=[])
     job_dir = sim_cluster.node("spark1").home / ".cache" / "spark-control" / "jobs" / f"{started['id']}d"
@@ -374,7 +374,7 @@ def test_job_dirs_a_node_kept_while_down_are_removed_once_it_is_back(sim_cluster
         with ssh_down(sim_cluster, "spark1"):
             failed = wait_until(lambda: (d := download(app, started["id"])) and d["state"] == "failed" and d, 60,
                                 message="the download failing while spark1 is unreachable")
-            assert failed["message"].startswith(f"lost contact with spark1 for 8 s while downloading {repo} ("), \
+            assert failed["message"].startswith(f"lost contact with spark1 for 3 s while downloading {repo} ("), \
                 failed["message"]
             time.sleep(1)
             assert (job_dir / "meta.json").is_file()  # its outcome is recorded, but the node kept the dir

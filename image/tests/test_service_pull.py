@@ -46,10 +46,10 @@ def app(sim_cluster, tmp_path_factory):
         lines.append(f"  {name}: {{kind: {kind}, image: {IMAGES[name]}, node: {NODE}, port: {port}, "
                      f"{serve}start_timeout_s: 60, gpu: false}}")
     overrides.write_text("\n".join(lines) + "\n")
-    # A pull gives up on an unreachable node after 60 s here (600 by default): the blip test's 30 s
+    # A pull gives up on an unreachable node after 30 s here (600 by default): the blip test's 15 s
     # blip is well within it.
     with sim_app(sim_cluster, data, SERVICES_OVERRIDES=str(overrides), NGC_API_KEY=KEY,
-                 JOB_UNREACHABLE_GIVE_UP_S="60") as running:
+                 JOB_UNREACHABLE_GIVE_UP_S="30") as running:
         yield running
 
 
@@ -299,7 +299,7 @@ def test_a_network_blip_shorter_than_the_give_up_time_does_not_end_the_pull(app,
     start_a_long_pull(app, sim_cluster, "pull-blip", 150)
     netns.blackhole()
     try:
-        details, until = [], time.monotonic() + 30
+        details, until = [], time.monotonic() + 15
         while time.monotonic() < until:
             s = app.get("/api/services/pull-blip", timeout=60).json()
             assert s["state"] == "pulling", s["detail"]
