@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _KEEP_FINISHED = 50
-_RETRY_FIRST_S, _RETRY_MAX_S = 2.0, 30.0  # asking a node that is down again (for its jobs, to remove some)
+_RETRY_FIRST_S, _RETRY_MAX_S = 2.0, 30.0  # asking a node that was down again to remove job dirs
 
 
 class State(str, Enum):
@@ -116,7 +116,6 @@ class DownloadManager:
         self.downloads: dict[str, Download] = {}
         self._slot = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task] = {}
-        self._finders: list[asyncio.Task] = []
         self._unremoved: dict[str, set[str]] = {}  # node -> job ids whose removal failed, asked again
         self._remover: asyncio.Task | None = None
 
@@ -169,19 +168,15 @@ class DownloadManager:
     async def close(self) -> None:
         """Stop following: the transfers go on on their nodes, their jobs are left there and found
         again at the next start (a download still queued had nothing on a node and is forgotten)."""
-        tasks = [*self._finders, *self._tasks.values(), *([self._remover] if self._remover else [])]
+        tasks = [*self._tasks.values(), *([self._remover] if self._remover else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ after a restart
 
-    def find_running_in_background(self) -> None:
-        """From the lifespan: per node, once it answers, register the downloads whose jobs are on it."""
-        self._finders = [asyncio.create_task(self._find_on(node)) for node in self.pool.nodes]
-
-    async def _find_on(self, node: str) -> None:
-        found = await remote_job.find_jobs_once_reachable(self.pool, node, "downloads")
+    def adopt_found(self, node: str, found: list[remote_job.FoundJob]) -> None:
+        """Register the downloads whose jobs the last run left on `node` (remote_job.adopt_jobs_left_on)."""
         adoptable, problems = download_reattach.adoptable(node, found, set(self.pool.nodes), set(self.downloads))
         for problem in problems:
             log.warning("download job not resumed: %s", problem)

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.errors import SparkControlError
@@ -185,7 +185,7 @@ async def find_jobs(pool: NodePool, node: str, jobs_dir: str = _JOBS_DIR) -> lis
 _ASK_AGAIN_FIRST_S, _ASK_AGAIN_MAX_S = 2.0, 30.0
 
 
-async def find_jobs_once_reachable(pool: NodePool, node: str, looking_for: str) -> list[FoundJob]:
+async def find_jobs_once_reachable(pool: NodePool, node: str) -> list[FoundJob]:
     """find_jobs, asked again (2 s, backing off to every 30 s) while the node does not answer: after
     an app restart, the jobs of a node that is down for now are found when it is back."""
     delay = _ASK_AGAIN_FIRST_S
@@ -193,9 +193,23 @@ async def find_jobs_once_reachable(pool: NodePool, node: str, looking_for: str) 
         try:
             return await find_jobs(pool, node)
         except SparkControlError as exc:
-            log.info("cannot look for %s on %s yet (%s); again in %.0f s", looking_for, node, exc.message, delay)
+            log.info("cannot look for jobs left on %s yet (%s); again in %.0f s", node, exc.message, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _ASK_AGAIN_MAX_S)
+
+
+async def adopt_jobs_left_on(pool: NodePool, node: str,
+                             owners: list[Callable[[str, list[FoundJob]], Awaitable[None] | None]]) -> None:
+    """After an app restart: ask `node` once (when it answers) for the jobs the last run left there,
+    and hand the list to each owner (downloads, image pulls), each taking the jobs that are its own."""
+    found = await find_jobs_once_reachable(pool, node)
+    for adopt in owners:
+        try:
+            taken = adopt(node, found)
+            if taken is not None:
+                await taken
+        except Exception:  # one owner's failure must not keep the others from their jobs
+            log.exception("jobs left on %s: %s failed", node, getattr(adopt, "__qualname__", adopt))
 
 
 @dataclass

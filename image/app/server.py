@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 import httpx
 
 from app import (audio_proxy, deep_health, disk, download, embeddings_proxy, health, llm_proxy, metrics, models,
-                 models_api, nim, redaction_gateway, services, services_catalog, status)
+                 models_api, nim, redaction_gateway, remote_job, services, services_catalog, status)
 from app.connectivity import ConnectivityLog, ConnectivityMonitor
 from app.errors import ConfigError, install_error_handlers
 from app.settings import Settings
@@ -130,9 +130,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         refresh = asyncio.create_task(app.state.lifecycle.refresh_from_nodes())  # the truth is on the nodes
         app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token,
                                                        unreachable_give_up_s=s.job_unreachable_give_up_s)
-        app.state.downloads.find_running_in_background()  # downloads left on the nodes by the last run
         app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s)
-        app.state.services.find_pulls_in_background()  # image pulls left on the nodes by the last run
+        # Downloads and image pulls the last run left on the nodes: one lookup per node, once it answers.
+        owners = [app.state.downloads.adopt_found, app.state.services.adopt_found]
+        finders = [asyncio.create_task(remote_job.adopt_jobs_left_on(app.state.pool, node, owners))
+                   for node in app.state.pool.nodes]
         app.state.deep_health = deep_health.DeepHealth(app.state, interval_s=s.deep_health_interval_s,
                                                        min_available_gb=s.deep_health_min_available_gb)
         app.state.deep_health.start()
@@ -140,6 +142,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             refresh.cancel()
+            for finder in finders:
+                finder.cancel()
+            await asyncio.gather(*finders, return_exceptions=True)
             await app.state.deep_health.stop()
             await app.state.downloads.close()
             await app.state.services.close()

@@ -17,7 +17,7 @@ A NIM's `docker login nvcr.io` runs before the job starts, as its own short comm
 which runs for minutes, holds no secret in its environment or files.
 
 A pull survives an app restart: its job carries a meta.json (service, node, image), and the
-restarted app (ServiceManager.find_pulls_in_background) follows it again, or reads how it ended
+restarted app (ServiceManager.adopt_found) follows it again, or reads how it ended
 while the app was down, then starts the container as if it had never left. A pull whose
 service is no longer in the catalog, wants another image now, or was started again meanwhile
 is stopped and its job removed.

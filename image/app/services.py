@@ -16,7 +16,7 @@ service's health path answers:
 A start whose image is already on the node runs the container at once; otherwise it answers
 `pulling` and the pull runs on the node as a job (app/service_pull.py), the container started
 after it. The pulls are the one thing kept in the app (until the next start or stop); a restarted
-app finds the ones still on the nodes (find_pulls_in_background).
+app finds the ones still on the nodes (adopt_found).
 
 `app.state.services.endpoints(kind)` is what the audio gateway (and deep health) use to find
 running, healthy services of a kind. It is asked on every audio request, so its answers are
@@ -115,7 +115,6 @@ class ServiceManager:
         # (base_url, health path) -> (when the probe started, its answer: a task while it runs)
         self._health: dict[tuple[str, str], tuple[float, asyncio.Future[Health]]] = {}
         self._busy: set[str] = set()
-        self._finders: list[asyncio.Task] = []
         # Services started or stopped since this app started: a pull the last run left for one of
         # them, found later (its node was down), is not carried on against the user's newer word.
         self._touched: set[str] = set()
@@ -296,12 +295,8 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ after a restart
 
-    def find_pulls_in_background(self) -> None:
-        """From the lifespan: per node, once it answers, follow again the pulls the last run left."""
-        self._finders = [asyncio.create_task(self._find_pulls_on(node)) for node in self.pool.nodes]
-
-    async def _find_pulls_on(self, node: str) -> None:
-        found = await remote_job.find_jobs_once_reachable(self.pool, node, "service image pulls")
+    async def adopt_found(self, node: str, found: list[remote_job.FoundJob]) -> None:
+        """Follow again the image pulls the last run left on `node` (remote_job.adopt_jobs_left_on)."""
         pulls, problems = service_pull.found_pulls(node, found)
         for problem in problems:
             log.warning("services: pull not resumed: %s", problem)
@@ -374,7 +369,7 @@ class ServiceManager:
 
     async def close(self) -> None:
         """App shutdown: stop following the pulls (they finish on the nodes; nothing is started)."""
-        tasks = [*self._finders, *(p.task for p in self._pulls.values() if p.task is not None and not p.task.done())]
+        tasks = [p.task for p in self._pulls.values() if p.task is not None and not p.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
