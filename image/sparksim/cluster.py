@@ -9,6 +9,7 @@ starts Spark 1 on 127.0.0.2 and Spark 2 on 127.0.0.3 (real sshd each), writes th
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from sparksim.node import SimNode, free_port, install_tools, run
 from sparksim.peers import connect_peers
 
 _NETNS_SUBNET = "10.213"  # private addresses inside this machine's own namespaces only
+_BRIDGE_LOCK = "/tmp/.sparksim-bridges.lock"
 
 
 def netns_available() -> str | None:
@@ -88,13 +90,16 @@ class SimCluster:
         return self
 
     def _make_bridge(self) -> str:
-        """A private bridge for this cluster's nodes: 10.213.K.1 on the host, nodes .2, .3, …"""
-        used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
-        k = next(k for k in range(1, 255) if f" {_NETNS_SUBNET}.{k}." not in used)
-        self._bridge = f"spkbr{k}"
-        run(["ip", "link", "add", self._bridge, "type", "bridge"])
-        run(["ip", "addr", "add", f"{_NETNS_SUBNET}.{k}.1/24", "dev", self._bridge])
-        run(["ip", "link", "set", self._bridge, "up"])
+        """A private bridge for this cluster's nodes: 10.213.K.1 on the host, nodes .2, .3, …
+        Clusters started at once (the test workers) take turns, so no two pick the same K."""
+        with open(_BRIDGE_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+            k = next(k for k in range(1, 255) if f" {_NETNS_SUBNET}.{k}." not in used)
+            self._bridge = f"spkbr{k}"
+            run(["ip", "link", "add", self._bridge, "type", "bridge"])
+            run(["ip", "addr", "add", f"{_NETNS_SUBNET}.{k}.1/24", "dev", self._bridge])
+            run(["ip", "link", "set", self._bridge, "up"])
         return f"{_NETNS_SUBNET}.{k}"
 
     def _make_netns(self, ns: str, address: str) -> str:
