@@ -238,12 +238,28 @@ _ENGINES_READY = ".audio-installed"  # the last stamp `make sim-venv` writes
 
 def pytest_collection_modifyitems(config, items):
     """Fast unit tests first, so a failure shows early; then real servers; last, what needs the
-    engines (so their build overlaps everything else)."""
+    engines (so their build overlaps everything else). On xdist workers, which take a test file
+    at a time (make test: --dist loadfile), whole files are ordered that way: a file with any
+    engine test goes last.
+
+    A test that needs the engines waits for their build before any of its fixtures starts (a
+    module's server fixture may run the engines): `_engines_built` goes first in its list."""
     for item in items:
         if item.get_closest_marker("integration") and item.module.__name__ in _ENGINE_MODULES:
             item.add_marker(pytest.mark.engines)
-    items.sort(key=lambda item: (item.get_closest_marker("integration") is not None,
-                                 item.get_closest_marker("engines") is not None))
+        if item.get_closest_marker("engines") and "_engines_built" not in item.fixturenames:
+            item.fixturenames.insert(0, "_engines_built")  # shared by a function's parametrized items
+
+    def rank(item) -> tuple[bool, bool]:
+        return item.get_closest_marker("integration") is not None, item.get_closest_marker("engines") is not None
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        by_file: dict[str, tuple[bool, bool]] = {}
+        for item in items:
+            by_file[item.path] = max(by_file.get(item.path, (False, False)), rank(item))
+        items.sort(key=lambda item: (by_file[item.path][1], by_file[item.path][0], rank(item)))
+    else:
+        items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -260,8 +276,3 @@ def _engines_built():
             pytest.fail(f"{venv} is not built: run `make sim-venv` (make test does it)")
         time.sleep(2)
 
-
-@pytest.fixture(autouse=True)
-def _wait_for_engines(request):
-    if request.node.get_closest_marker("engines"):
-        request.getfixturevalue("_engines_built")
