@@ -36,6 +36,7 @@ from app import download_copy, download_reattach, remote_job, weights_verify
 from app.download_progress import Progress
 from app.errors import Conflict, NotFound, RemoteCommandFailed, SparkControlError
 from app.events import EventLog
+from app.pending_cancels import PendingCancels
 from app.remote_job import Poll, RemoteJob
 from app.shellsafe import quote_args, validate_hf_include, validate_hf_repo, validate_hf_revision
 from app.ssh import NodePool
@@ -108,8 +109,10 @@ class DownloadManager:
     """Owns every download and its task. Lives in the app's lifespan (`app.state.downloads`)."""
 
     def __init__(self, pool: NodePool, *, hf_token: str | None, poll_interval_s: float = 0.5,
-                 unreachable_give_up_s: float = remote_job.UNREACHABLE_GIVE_UP_S) -> None:
+                 unreachable_give_up_s: float = remote_job.UNREACHABLE_GIVE_UP_S,
+                 pending: PendingCancels | None = None) -> None:
         self.pool = pool
+        self.pending = pending or PendingCancels(None)
         self.unreachable_give_up_s = unreachable_give_up_s
         self._token = hf_token or None
         self.poll_interval_s = poll_interval_s
@@ -204,6 +207,9 @@ class DownloadManager:
             state, doing = State.COPYING, f"copying {d.repo_id} from {d.node} to {d.copy_to[a.copy_index]}"
         seen = ("found running on the node after spark-control restarted" if a.current.exit_status is None
                 else "it ended while spark-control was not running")
+        if (d.node, a.current.job_id) in self.pending:  # cancelled before the restart; the node never heard
+            d.cancel_requested.set()
+            seen = "cancelled before spark-control restarted: stopping it there now"
         self._publish_state(d, state, f"{doing} ({seen})")
         self._tasks[d.id] = asyncio.create_task(self._run(d, resume=a))
 
@@ -349,7 +355,7 @@ class DownloadManager:
                                                 "stopped there as soon as it does")
 
         status = await remote_job.follow(job, what=what, cancel=d.cancel_requested, poll_s=self.poll_interval_s,
-                                         killed=killed, give_up_s=self.unreachable_give_up_s,
+                                         killed=killed, give_up_s=self.unreachable_give_up_s, pending=self.pending,
                                          hooks=remote_job.FollowHooks(output=output, kill_failed=kill_failed))
         if status is None or d.cancel_requested.is_set():  # cancelled, even if it ended well meanwhile
             raise _Cancelled()

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.errors import SparkControlError
+from app.pending_cancels import PendingCancels
 from app.shellsafe import quote_arg, validate_env_name
 from app.ssh import NodePool
 
@@ -199,10 +200,14 @@ async def find_jobs_once_reachable(pool: NodePool, node: str) -> list[FoundJob]:
 
 
 async def adopt_jobs_left_on(pool: NodePool, node: str,
-                             owners: list[Callable[[str, list[FoundJob]], Awaitable[None] | None]]) -> None:
+                             owners: list[Callable[[str, list[FoundJob]], Awaitable[None] | None]],
+                             pending: PendingCancels | None = None) -> None:
     """After an app restart: ask `node` once (when it answers) for the jobs the last run left there,
-    and hand the list to each owner (downloads, image pulls), each taking the jobs that are its own."""
+    and hand the list to each owner (downloads, image pulls), each taking the jobs that are its own.
+    The cancels recorded for jobs no longer there are forgotten (`pending`)."""
     found = await find_jobs_once_reachable(pool, node)
+    if pending is not None:
+        pending.keep_only(node, {f.job_id for f in found})
     for adopt in owners:
         try:
             taken = adopt(node, found)
@@ -223,7 +228,7 @@ class FollowHooks:
 
 async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: float, killed: bool = False,
                  give_up_s: float = UNREACHABLE_GIVE_UP_S, kill_wait_s: float = KILL_WAIT_S,
-                 hooks: FollowHooks | None = None) -> int | None:
+                 hooks: FollowHooks | None = None, pending: PendingCancels | None = None) -> int | None:
     """Poll `job` until it ends: its exit status, or None when it was killed because `cancel` was
     set (`killed`: found after a restart already killed). `what` names the work in errors
     ("pulling nvcr.io/...", "downloading org/model").
@@ -234,7 +239,8 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
     without an exit status (the node rebooted): seen twice in a row, because the waiter writes the
     status a moment after the command ended. Once `cancel` is set it never gives up: the kill is
     sent again until the node answers (hooks.kill_failed tells the owner meanwhile), so a cancel
-    is neither turned into a failure nor lost while the work goes on there.
+    is neither turned into a failure nor lost while the work goes on there. A kill not sent yet is
+    recorded in `pending`, so that an app restart meanwhile does not lose it either.
     """
     hooks = hooks or FollowHooks()
     killed_at = time.monotonic() if killed else None
@@ -247,7 +253,11 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
                     await job.kill()
                     killed_at = killed_at or now
                     hooks.kill_failed(None)
+                    if pending is not None:  # the node marks the job killed: it remembers from here
+                        pending.discard(job.node, job.job_id)
                 except SparkControlError as exc:  # unreachable: tried again at the next turn
+                    if pending is not None:
+                        pending.add(job.node, job.job_id)
                     hooks.kill_failed(exc.message)
                 last_kill = now
             elif now - killed_at > kill_wait_s:

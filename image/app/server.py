@@ -26,6 +26,7 @@ from app import (audio_proxy, deep_health, disk, download, embeddings_proxy, hea
                  models_api, nim, redaction_gateway, remote_job, services, services_catalog, status)
 from app.connectivity import ConnectivityLog, ConnectivityMonitor
 from app.errors import ConfigError, install_error_handlers
+from app.pending_cancels import PendingCancels
 from app.settings import Settings
 from app.ssh import NodePool
 from app.swap import Lifecycle
@@ -128,12 +129,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lifecycle = Lifecycle(app.state.pool, app.state.catalog, app.state.http,
                                         load_timeout_s=s.launch_timeout_s, poll_interval_s=s.launch_poll_interval_s)
         refresh = asyncio.create_task(app.state.lifecycle.refresh_from_nodes())  # the truth is on the nodes
-        app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token,
+        pending = PendingCancels(s.pending_cancels_path)  # cancels a node has not heard yet, across restarts
+        app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token, pending=pending,
                                                        unreachable_give_up_s=s.job_unreachable_give_up_s)
-        app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s)
+        app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s,
+                                                     pending=pending)
         # Downloads and image pulls the last run left on the nodes: one lookup per node, once it answers.
         owners = [app.state.downloads.adopt_found, app.state.services.adopt_found]
-        finders = [asyncio.create_task(remote_job.adopt_jobs_left_on(app.state.pool, node, owners))
+        finders = [asyncio.create_task(remote_job.adopt_jobs_left_on(app.state.pool, node, owners, pending))
                    for node in app.state.pool.nodes]
         app.state.deep_health = deep_health.DeepHealth(app.state, interval_s=s.deep_health_interval_s,
                                                        min_available_gb=s.deep_health_min_available_gb)

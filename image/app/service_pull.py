@@ -37,6 +37,7 @@ from typing import Any
 
 from app import nim
 from app.errors import SparkControlError
+from app.pending_cancels import PendingCancels
 from app.pull_progress import PullProgress
 from app.remote_job import FollowHooks, FoundJob, RemoteJob, follow
 from app.shellsafe import quote_args, validate_image, validate_service_name
@@ -143,13 +144,14 @@ class ImagePull:
 
 
 async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Callable[[], Awaitable[None]],
-              scrub: Callable[[str], str], poll_s: float, give_up_s: float, killed: bool = False) -> None:
+              scrub: Callable[[str], str], poll_s: float, give_up_s: float, killed: bool = False,
+              pending: PendingCancels | None = None) -> None:
     """Follow the pull to its end, then `then()` (start the container); `undo()` (remove it) when a
     stop came while `then()` ran. Every outcome is recorded on `pull`; its job's files are removed,
     except on app shutdown (the pull goes on there). `killed`: a pull found after a restart that
     the previous app had already killed (a stop it did not see through)."""
     try:
-        status = await _follow(pull, scrub=scrub, poll_s=poll_s, give_up_s=give_up_s, killed=killed)
+        status = await _follow(pull, scrub=scrub, poll_s=poll_s, give_up_s=give_up_s, killed=killed, pending=pending)
         if status is None or pull.cancel_requested.is_set():
             pull.finish("cancelled", f"pull of {pull.image} on {pull.node} cancelled; nothing was started")
         elif status != 0:
@@ -173,7 +175,7 @@ async def run(pull: ImagePull, *, then: Callable[[], Awaitable[None]], undo: Cal
 
 
 async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float, give_up_s: float,
-                  killed: bool) -> int | None:
+                  killed: bool, pending: PendingCancels | None) -> int | None:
     """The job's exit status once it ended, None when it was killed on a cancel."""
     def unreachable(down: bool) -> None:
         pull.unreachable_since = (pull.unreachable_since or time.time()) if down else None
@@ -184,7 +186,7 @@ async def _follow(pull: ImagePull, *, scrub: Callable[[str], str], poll_s: float
     hooks = FollowHooks(output=lambda polled: pull.progress.feed(scrub(polled.text)),
                         unreachable=unreachable, kill_failed=kill_failed)
     return await follow(pull.job, what=f"pulling {pull.image}", cancel=pull.cancel_requested, poll_s=poll_s,
-                        give_up_s=give_up_s, killed=killed, hooks=hooks)
+                        give_up_s=give_up_s, killed=killed, hooks=hooks, pending=pending)
 
 
 def _failure(pull: ImagePull, status: int) -> str:

@@ -46,6 +46,7 @@ from app import nim, remote_job, service_containers as sc, service_pull, shellsa
 from app.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable, SparkControlError
 from app.launch import endpoint_url
 from app.model_containers import logs_command, remove_if_stopped_command, stop_command
+from app.pending_cancels import PendingCancels
 from app.remote_job import RemoteJob
 from app.service_schema import ServiceEntry
 from app.services_catalog import ServicesCatalog
@@ -104,8 +105,9 @@ class ServiceManager:
     """Owns the services catalog's containers on the nodes. Lives in the app's lifespan."""
 
     def __init__(self, pool: NodePool, catalog: ServicesCatalog, http: httpx.AsyncClient, settings,
-                 *, pull_poll_s: float = _PULL_POLL_S) -> None:
+                 *, pull_poll_s: float = _PULL_POLL_S, pending: PendingCancels | None = None) -> None:
         self.pool = pool
+        self.pending = pending or PendingCancels(None)
         self.catalog = catalog
         self.http = http
         self.settings = settings
@@ -290,7 +292,7 @@ class ServiceManager:
 
         pull.task = asyncio.create_task(service_pull.run(
             pull, then=then, undo=undo, scrub=lambda text: nim.scrub(text, self.settings), poll_s=self.pull_poll_s,
-            give_up_s=self.settings.job_unreachable_give_up_s, killed=killed))
+            give_up_s=self.settings.job_unreachable_give_up_s, killed=killed, pending=self.pending))
         pull.task.add_done_callback(lambda _: self._pull_ended(pull))
 
     # ------------------------------------------------------------------ after a restart
@@ -315,6 +317,13 @@ class ServiceManager:
             await self._drop_found_pull(job, found, f"service {found.service!r} now uses {entry.image}")
         elif found.service in self._busy or found.service in self._touched:  # the user's word wins
             await self._drop_found_pull(job, found, f"service {found.service!r} was started or stopped since")
+        elif (node, job.job_id) in self.pending:  # stopped before the restart; the node never heard it
+            pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
+            pull.cancel_requested.set()  # followed until the kill reaches the node, then ends cancelled
+            self._pulls[entry.name] = pull
+            self._follow_pull(entry, pull, killed=found.job.killed)
+            log.info("services: the pull of %s on %s was stopped before the restart; cancelling it there",
+                     entry.image, node)
         else:
             # Claimed while the containers are read: a start meanwhile would pull a second time.
             with self._claim(found.service):
@@ -336,6 +345,7 @@ class ServiceManager:
         log.info("services: the pull of %s on %s left by the last run is dropped: %s", found.image, job.node, why)
         if found.job.running:
             await job.kill()
+        self.pending.discard(job.node, job.job_id)
         await job.remove()
 
     async def _ngc_login(self, node: str) -> None:

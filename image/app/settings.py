@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     def connectivity_log_path(self) -> Path:
         return self.connectivity_log or self.data_dir / "connectivity.json"
 
+    @property
+    def pending_cancels_path(self) -> Path:
+        return self.data_dir / "pending-cancels.json"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Read the environment; a bad value raises ConfigError naming the variable."""
@@ -149,7 +153,7 @@ class Settings(BaseSettings):
 
     def ensure_data_dir(self) -> None:
         """Create the directories the data files live in (the seed crashed when they were missing)."""
-        for path in (self.redaction_map_db_path, self.connectivity_log_path):
+        for path in (self.redaction_map_db_path, self.connectivity_log_path, self.pending_cancels_path):
             path.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -111,6 +111,9 @@ class RunningApp(UvicornProcess):
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SSH_"))}
+        # Its data files beside its log unless the test says: never the user's own data directory,
+        # and never one shared with an app of another test (or of the other worker).
+        full_env["DATA_DIR"] = str(log_path.parent / "data")
         full_env.update(env)
         super().__init__(sys.executable, "app.server:app", full_env, log_path, "--timeout-graceful-shutdown", "3")
 

@@ -431,3 +431,32 @@ def test_a_cancel_the_node_cannot_hear_is_kept_and_carried_out_when_it_answers(s
         wait_until(lambda: not hf_running(sim_cluster, repo), 10, message="hf killed on the node")
     finally:
         sim_cluster.ssh("spark1", f"pkill -f '[s]parksim.hf_cli download {repo}'")
+
+
+@pytest.mark.integration
+def test_a_cancel_the_node_never_heard_is_carried_out_by_the_next_start(sim_cluster, start_app, tmp_path):
+    """A cancel sent while the node does not answer, then the app stopped before it does: the cancel
+    is written down, and the next start stops the transfer it finds on the node instead of
+    following it as wanted work."""
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("slow")  # 30 s on the simulated Hub
+    started = start_transferring(first, repo, copy_to=[])
+    record = tmp_path / "data" / "pending-cancels.json"
+    try:
+        with ssh_down(sim_cluster, "spark1"):
+            answer = first.post(f"/api/downloads/{started['id']}/cancel", timeout=60).json()
+            assert answer["message"].startswith("cancelling: spark1"), answer
+            assert {"node": "spark1", "job": f"{started['id']}d"} in json.loads(record.read_text())
+            first.stop()
+            second = start_app(env(sim_cluster))  # spark1 still does not answer
+            user = sim_cluster.node("spark1").user
+            on_host = subprocess.run(["pgrep", "-u", user, "-f", f"[s]parksim.hf_cli download {repo}"],
+                                     capture_output=True, text=True)
+            assert on_host.stdout.strip(), "the node is only unreachable: the transfer goes on there"
+        ended = wait_until(lambda: (d := download(second, started["id"])) and d["state"] != "downloading" and d, 60,
+                           message="the download found again and stopped")
+        assert ended["state"] == "cancelled" and ended["message"].startswith("cancelled while downloading"), ended
+        wait_until(lambda: not hf_running(sim_cluster, repo), 10, message="hf killed on the node")
+        assert json.loads(record.read_text()) == [], "carried out: no longer pending"
+    finally:
+        sim_cluster.ssh("spark1", f"pkill -f '[s]parksim.hf_cli download {repo}'")

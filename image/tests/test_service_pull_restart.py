@@ -16,6 +16,7 @@ import pytest
 
 from conftest import free_port, wait_until
 import test_service_pull as pulls
+from test_download_restart import ssh_down
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +130,22 @@ def test_a_pull_killed_by_the_last_run_or_no_longer_wanted_is_not_carried_on(sim
     time.sleep(1)
     assert on_node(sim_cluster, "docker ps -a --format '{{.Names}}'").split() == []
     assert images["killed"].split(":")[0] not in on_node(sim_cluster, "docker images --format '{{.Repository}}'")
+
+
+def test_a_stop_the_node_never_heard_is_carried_out_by_the_next_start(sim_cluster, start_app, tmp_path):
+    """A stop while the node does not answer (503: the pull may go on there), then the app stopped
+    before the node answers: the next start cancels the pull it finds instead of starting the
+    container the user no longer wants."""
+    image, services_yaml, first = start_a_pull(sim_cluster, start_app, tmp_path, "unheard", seconds=60)
+    pulling(first, "unheard")
+    with ssh_down(sim_cluster, NODE):
+        stopped = first.post("/api/services/unheard/stop", timeout=120)
+        assert stopped.status_code == 503 and "as soon as" in stopped.json()["error"]["message"], stopped.text
+        first.stop()
+        second = start_app(env(sim_cluster, services_yaml))  # the node still does not answer
+    # Its job's files go once the new app has found the pull and seen it end.
+    wait_until(lambda: pull_jobs(sim_cluster) == "", 60, message="the pull found again and ended")
+    assert image not in on_node(sim_cluster, "ps -eo args"), "the pull still runs"
+    assert service(second, "unheard")["state"] == "stopped"
+    time.sleep(1)
+    assert on_node(sim_cluster, "docker ps -a --format '{{.Names}}'").split() == [], "a container was started"

@@ -1,0 +1,70 @@
+"""Cancels a node has not heard yet, kept on this machine's disk.
+
+A cancel of a download or an image pull kills its job on the node. When the node does not answer,
+the follower (remote_job.follow) sends the kill again until it does; if spark-control is stopped
+meanwhile, the job runs on there and the next start would find it and follow it as wanted work.
+So a kill that could not be sent is written here (node and job id, nothing else), and the next
+start cancels the job it finds again. A kill that reached the node needs no record: the job is
+marked killed there (remote_job.RemoteJob.kill).
+
+One small JSON file in the data directory, rewritten whole (write then rename: never half a file).
+A file that cannot be read or written costs only this memory across restarts, never a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class PendingCancels:
+    def __init__(self, path: Path | None) -> None:
+        """path None: kept in memory only (tests, or no data directory)."""
+        self.path = path
+        self._jobs: set[tuple[str, str]] = self._load()
+
+    def __contains__(self, node_and_job: tuple[str, str]) -> bool:
+        return node_and_job in self._jobs
+
+    def add(self, node: str, job_id: str) -> None:
+        if (node, job_id) not in self._jobs:
+            self._jobs.add((node, job_id))
+            self._save()
+
+    def discard(self, node: str, job_id: str) -> None:
+        if (node, job_id) in self._jobs:
+            self._jobs.discard((node, job_id))
+            self._save()
+
+    def keep_only(self, node: str, job_ids: set[str]) -> None:
+        """Forget the records of `node`'s jobs that are no longer there (their job dirs removed)."""
+        gone = {(n, j) for n, j in self._jobs if n == node and j not in job_ids}
+        if gone:
+            self._jobs -= gone
+            self._save()
+
+    def _load(self) -> set[tuple[str, str]]:
+        if self.path is None or not self.path.exists():
+            return set()
+        try:
+            entries = json.loads(self.path.read_text())
+            return {(str(e["node"]), str(e["job"])) for e in entries}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("pending cancels: cannot read %s (%s); cancels the nodes have not heard yet are "
+                        "forgotten", self.path, exc)
+            return set()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        entries = [{"node": n, "job": j} for n, j in sorted(self._jobs)]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(entries))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("pending cancels: cannot write %s (%s); a restart would forget them", self.path, exc)
