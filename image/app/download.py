@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _KEEP_FINISHED = 50
-_RETRY_FIRST_S, _RETRY_MAX_S = 2.0, 30.0  # asking a node that was down again to remove job dirs
 
 
 class State(str, Enum):
@@ -374,8 +373,9 @@ class DownloadManager:
         """Jobs a node kept when asked to remove them (down at that moment), asked again less and less
         often until they are gone or the app stops: left there, they would bring their download back
         at the next start."""
-        delay = _RETRY_FIRST_S
-        while self._unremoved:
+        for delay in remote_job.ask_again_delays():
+            if not self._unremoved:
+                return
             await asyncio.sleep(delay)
             for node, job_ids in list(self._unremoved.items()):
                 for job_id in sorted(job_ids):
@@ -383,7 +383,6 @@ class DownloadManager:
                         job_ids.discard(job_id)
                 if not job_ids:
                     del self._unremoved[node]
-            delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _partial_files(self, d: Download) -> list[dict]:
         check = await weights_verify.check_node(self.pool, d.node, d.repo_id, d.revision or "main")

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from app.errors import SparkControlError
@@ -186,17 +186,26 @@ async def find_jobs(pool: NodePool, node: str, jobs_dir: str = _JOBS_DIR) -> lis
 _ASK_AGAIN_FIRST_S, _ASK_AGAIN_MAX_S = 2.0, 30.0
 
 
-async def find_jobs_once_reachable(pool: NodePool, node: str) -> list[FoundJob]:
-    """find_jobs, asked again (2 s, backing off to every 30 s) while the node does not answer: after
-    an app restart, the jobs of a node that is down for now are found when it is back."""
+def ask_again_delays() -> Iterator[float]:
+    """How long to wait before asking a node that did not answer again: 2, 4, 8, 16, then every 30 s
+    (soon after a blip, without hammering a node that is down for long)."""
     delay = _ASK_AGAIN_FIRST_S
+    while True:
+        yield delay
+        delay = min(delay * 2, _ASK_AGAIN_MAX_S)
+
+
+async def find_jobs_once_reachable(pool: NodePool, node: str) -> list[FoundJob]:
+    """find_jobs, asked again (ask_again_delays) while the node does not answer: after an app
+    restart, the jobs of a node that is down for now are found when it is back."""
+    delays = ask_again_delays()
     while True:
         try:
             return await find_jobs(pool, node)
         except SparkControlError as exc:
+            delay = next(delays)
             log.info("cannot look for jobs left on %s yet (%s); again in %.0f s", node, exc.message, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _ASK_AGAIN_MAX_S)
 
 
 async def adopt_jobs_left_on(pool: NodePool, node: str,
