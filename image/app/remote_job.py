@@ -248,16 +248,20 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
     without an exit status (the node rebooted): seen twice in a row, because the waiter writes the
     status a moment after the command ended. Once `cancel` is set it never gives up: the kill is
     sent again until the node answers (hooks.kill_failed tells the owner meanwhile), so a cancel
-    is neither turned into a failure nor lost while the work goes on there. A kill not sent yet is
-    recorded in `pending`, so that an app restart meanwhile does not lose it either.
+    is neither turned into a failure nor lost while the work goes on there. A kill is recorded in
+    `pending` until the node has it, so that an app restart meanwhile does not lose it either.
     """
     hooks = hooks or FollowHooks()
     killed_at = time.monotonic() if killed else None
+    if killed and pending is not None:  # the node heard a kill: nothing left to remember
+        pending.discard(job.node, job.job_id)
     last_kill, gone, last_good = 0.0, 0, time.monotonic()
     while True:
         if cancel.is_set():  # kill before polling: an unreachable node is reported sooner
             now = time.monotonic()
             if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
+                if pending is not None:  # written first: the app may stop while the kill hangs
+                    pending.add(job.node, job.job_id)
                 try:
                     await job.kill()
                     killed_at = killed_at or now
@@ -265,8 +269,6 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
                     if pending is not None:  # the node marks the job killed: it remembers from here
                         pending.discard(job.node, job.job_id)
                 except SparkControlError as exc:  # unreachable: tried again at the next turn
-                    if pending is not None:
-                        pending.add(job.node, job.job_id)
                     hooks.kill_failed(exc.message)
                 last_kill = now
             elif now - killed_at > kill_wait_s:

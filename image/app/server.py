@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         load_timeout_s=s.launch_timeout_s, poll_interval_s=s.launch_poll_interval_s)
         refresh = asyncio.create_task(app.state.lifecycle.refresh_from_nodes())  # the truth is on the nodes
         pending = PendingCancels(s.pending_cancels_path)  # cancels a node has not heard yet, across restarts
+        pending.keep_nodes(set(app.state.pool.nodes))
         app.state.downloads = download.DownloadManager(app.state.pool, hf_token=s.hf_token, pending=pending,
                                                        unreachable_give_up_s=s.job_unreachable_give_up_s)
         app.state.services = services.ServiceManager(app.state.pool, app.state.services_catalog, app.state.http, s,

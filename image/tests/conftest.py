@@ -239,6 +239,19 @@ _ENGINE_MODULES = {"test_lifecycle", "test_sparksim_vllm", "test_spark_embed", "
 _ENGINES_READY = ".audio-installed"  # the last stamp `make sim-venv` writes
 
 
+def pytest_configure(config):
+    """Two workers need network namespaces: without them both workers' simulated Sparks would share
+    127.0.0.x and the ports their models and services bind. Then the suite runs in one process
+    (decided before pytest-xdist starts its workers, which it does in a later configure hook)."""
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") != "no":
+        from sparksim.cluster import netns_available
+
+        problem = netns_available()
+        if problem:
+            print(f"\nnetwork namespaces unavailable ({problem}): running the suite in one process")
+            config.option.numprocesses, config.option.dist = None, "no"
+
+
 def pytest_collection_modifyitems(config, items):
     """Fast unit tests first, so a failure shows early; then real servers; last, what needs the
     engines (so their build overlaps everything else). On xdist workers, which take a test file

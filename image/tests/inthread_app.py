@@ -21,7 +21,8 @@ class InThreadApp:
     start_timeout_s = 15.0
 
     def __init__(self, tmp_path, **env: str) -> None:
-        environ = {"CONNECTIVITY_LOG": str(tmp_path / "c.json"), "REDACTION_MAP_DB": str(tmp_path / "r.db"),
+        environ = {"DATA_DIR": str(tmp_path / "data"), "CONNECTIVITY_LOG": str(tmp_path / "c.json"),
+                   "REDACTION_MAP_DB": str(tmp_path / "r.db"),
                    "CONNECTIVITY_INTERVAL_S": "30", **env}
         self.app = create_app(Settings.from_env(environ=environ))
         self.port = free_port()

@@ -21,7 +21,7 @@ def test_a_pending_cancel_survives_a_restart_until_it_is_carried_out(tmp_path):
     restarted.discard("spark1", "dl-abc")
     assert ("spark1", "dl-abc") not in PendingCancels(path)
     assert json.loads(path.read_text()) == [{"node": "spark2", "job": "pull-x"}]
-    assert not (tmp_path / "pending-cancels.json.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pending-cancels.json"], "no temporary file left"
 
 
 def test_records_of_jobs_no_longer_on_their_node_are_forgotten(tmp_path):
@@ -59,3 +59,23 @@ def test_a_data_directory_that_cannot_be_written_keeps_the_record_in_memory(tmp_
         assert "cannot write" in caplog.text and "a restart would forget" in caplog.text
     finally:
         os.chmod(read_only, 0o700)
+
+
+def test_records_of_nodes_no_longer_configured_are_forgotten_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "pending-cancels.json"
+    pending = PendingCancels(path)
+    pending.add("spark1", "a")
+    pending.add("old-spark", "b")
+    with caplog.at_level(logging.WARNING):
+        PendingCancels(path).keep_nodes({"spark1", "spark2"})
+    assert "old-spark" in caplog.text
+    again = PendingCancels(path)
+    assert ("spark1", "a") in again and ("old-spark", "b") not in again
+
+
+def test_a_data_path_that_cannot_be_read_is_logged_not_raised(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    with caplog.at_level(logging.WARNING):
+        pending = PendingCancels(tmp_path / "a-file" / "pending-cancels.json")  # a directory that is a file
+    assert "cannot read" in caplog.text
+    assert ("spark1", "x") not in pending

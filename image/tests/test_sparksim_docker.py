@@ -127,8 +127,9 @@ def test_logs_follow_ends_when_the_container_stops(docker):
         assert follower.poll() is None  # still following while the container runs
         started = time.monotonic()
         assert docker.ok("stop", "-t", "1", "ticker") == "ticker\n"
-        rest = follower.communicate(timeout=5)[0]
-        assert follower.returncode == 0 and time.monotonic() - started < 4
+        rest = follower.communicate(timeout=15)[0]
+        # It ends with the container (`stop -t 1`), not at a timeout of its own: seconds, on a busy machine.
+        assert follower.returncode == 0 and time.monotonic() - started < 10
         # It printed everything the container wrote, up to its very last line.
         assert "".join(seen) + rest == docker.ok("logs", "ticker")
     finally:

@@ -136,7 +136,7 @@ async def test_refused_connection_backs_off_with_the_reason(tmp_path):
     started = time.monotonic()
     with pytest.raises(NodeUnreachable) as again:
         await pool.run("spark1", "true")
-    assert time.monotonic() - started < 0.1, "while backing off, answer at once"
+    assert time.monotonic() - started < 0.5, "while backing off, answer at once"
     assert again.value.message == first.value.message, "the same reason, not a new connect attempt"
 
 
