@@ -206,7 +206,7 @@ class DownloadManager:
             state, doing = State.COPYING, f"copying {d.repo_id} from {d.node} to {d.copy_to[a.copy_index]}"
         seen = ("found running on the node after spark-control restarted" if a.current.exit_status is None
                 else "it ended while spark-control was not running")
-        if (d.node, a.current.job_id) in self.pending:  # cancelled before the restart; the node never heard
+        if any((d.node, job_id) in self.pending for job_id in a.job_ids):  # cancelled before the restart
             d.cancel_requested.set()
             seen = "cancelled before spark-control restarted: stopping it there now"
         self._publish_state(d, state, f"{doing} ({seen})")
@@ -365,6 +365,13 @@ class DownloadManager:
 
     async def _remove_jobs(self, d: Download) -> None:
         failed = [job_id for job_id in d.jobs if not await RemoteJob(self.pool, d.node, job_id).remove()]
+        for job_id in d.jobs:
+            if job_id in failed and d.state == State.CANCELLED:
+                # Kept by a node that is down: were the app to stop first, the next start would find
+                # these jobs and carry the cancelled download on. Written down like an unsent kill.
+                self.pending.add(d.node, job_id)
+            elif job_id not in failed:
+                self.pending.discard(d.node, job_id)
         d.jobs.clear()
         if failed:
             log.info("download %s: %s kept its job dirs %s; asking again in the background", d.id, d.node, failed)
@@ -384,6 +391,7 @@ class DownloadManager:
                 for job_id in sorted(job_ids):
                     if await RemoteJob(self.pool, node, job_id).remove():
                         job_ids.discard(job_id)
+                        self.pending.discard(node, job_id)
                 if not job_ids:
                     del self._unremoved[node]
 

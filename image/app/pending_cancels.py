@@ -5,7 +5,8 @@ the follower (remote_job.follow) sends the kill again until it does; if spark-co
 meanwhile, the job runs on there and the next start would find it and follow it as wanted work.
 So a kill that could not be sent is written here (node and job id, nothing else), and the next
 start cancels the job it finds again. A kill that reached the node needs no record: the job is
-marked killed there (remote_job.RemoteJob.kill).
+marked killed there (remote_job.RemoteJob.kill). The job directories of a cancelled download that
+its node could not remove are written here too: found again, they would carry the download on.
 
 One small JSON file in the data directory, rewritten whole (write then rename: never half a file).
 A file that cannot be read or written costs only this memory across restarts, never a request.

@@ -460,3 +460,41 @@ def test_a_cancel_the_node_never_heard_is_carried_out_by_the_next_start(sim_clus
         assert json.loads(record.read_text()) == [], "carried out: no longer pending"
     finally:
         sim_cluster.ssh("spark1", f"pkill -f '[s]parksim.hf_cli download {repo}'")
+
+
+@pytest.mark.integration
+def test_a_queued_download_cancelled_while_its_node_keeps_its_jobs_is_not_carried_on_after_a_restart(
+        sim_cluster, start_app, tmp_path):
+    """An adopted download waits for its turn with its finished step's job on the node; it is
+    cancelled while that node is down (its job cannot be removed), and the app stops before the
+    node is back. The next start finds the job: the download ends cancelled, nothing is copied."""
+    first = start_app(env(sim_cluster))
+    repo = unique_repo("model")  # about 2 s
+    waiting = start_transferring(first, repo, copy_to=["spark2"])
+    freeze(first)
+    wait_until(lambda: exit_recorded(sim_cluster, "spark1", f"{waiting['id']}d") == "0", 20,
+               message="hf finishing on the node while the app is down")
+    kill(first)
+    with ssh_down(sim_cluster, "spark1"):  # so that another download takes the slot first
+        second = start_app(env(sim_cluster))
+        busy = second.post("/api/downloads", json={"repo_id": unique_repo("slow"), "node": "spark2",
+                                                   "copy_to": []}).json()
+        wait_until(lambda: download(second, busy["id"])["state"] == "downloading", 15, message="the other running")
+    try:
+        wait_until(lambda: (d := download(second, waiting["id"])) and d["state"] == "queued", 30,
+                   message="the adopted download queued behind the other")
+        with ssh_down(sim_cluster, "spark1"):
+            cancelled = second.post(f"/api/downloads/{waiting['id']}/cancel", timeout=60).json()
+            assert cancelled["state"] == "cancelled", cancelled
+            record = json.loads((tmp_path / "data" / "pending-cancels.json").read_text())
+            assert {"node": "spark1", "job": f"{waiting['id']}d"} in record
+            second.stop()
+            third = start_app(env(sim_cluster))
+        ended = wait_until(lambda: (d := download(third, waiting["id"])) and d["state"] in ("cancelled", "done") and d,
+                           60, message="the download found again and ended")
+        assert ended["state"] == "cancelled", ended
+        wait_until(lambda: job_files(sim_cluster, "spark1", waiting["id"]) == "", 10, message="its job dirs removed")
+        assert sim_cluster.ssh("spark2", f"ls {HUB} 2>/dev/null").stdout.count(repo.replace("/", "--")) == 0, \
+            "nothing copied to spark2"
+    finally:
+        sim_cluster.ssh("spark2", "pkill -f '[s]parksim.hf_cli download'")
