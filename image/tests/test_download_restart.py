@@ -335,8 +335,9 @@ def test_a_download_of_the_same_repo_started_before_its_node_answered_supersedes
         second.post(f"/api/downloads/{new['id']}/cancel")
 
 
-@pytest.mark.integration
-def test_an_adopted_download_waiting_for_its_turn_is_queued_and_cancels_at_once(sim_cluster, start_app):
+def adopted_and_queued(sim_cluster, start_app) -> tuple[RunningApp, str, dict, dict]:
+    """A download whose hf step ended while no app ran, found by a new app while another download
+    holds the slot: (the new app, its repo, the download, the other one)."""
     first = start_app(env(sim_cluster))
     repo = unique_repo("model")  # about 2 s
     waiting = start_transferring(first, repo, copy_to=["spark2"])
@@ -349,6 +350,12 @@ def test_an_adopted_download_waiting_for_its_turn_is_queued_and_cancels_at_once(
         busy = second.post("/api/downloads", json={"repo_id": unique_repo("slow"), "node": "spark2",
                                                    "copy_to": []}).json()
         wait_until(lambda: download(second, busy["id"])["state"] == "downloading", 15, message="the other running")
+    return second, repo, waiting, busy
+
+
+@pytest.mark.integration
+def test_an_adopted_download_waiting_for_its_turn_is_queued_and_cancels_at_once(sim_cluster, start_app):
+    second, repo, waiting, busy = adopted_and_queued(sim_cluster, start_app)
     try:
         queued = wait_until(lambda: (d := download(second, waiting["id"])) and d["state"] == "queued" and d, 30,
                             message="the adopted download queued behind the other")
@@ -468,18 +475,7 @@ def test_a_queued_download_cancelled_while_its_node_keeps_its_jobs_is_not_carrie
     """An adopted download waits for its turn with its finished step's job on the node; it is
     cancelled while that node is down (its job cannot be removed), and the app stops before the
     node is back. The next start finds the job: the download ends cancelled, nothing is copied."""
-    first = start_app(env(sim_cluster))
-    repo = unique_repo("model")  # about 2 s
-    waiting = start_transferring(first, repo, copy_to=["spark2"])
-    freeze(first)
-    wait_until(lambda: exit_recorded(sim_cluster, "spark1", f"{waiting['id']}d") == "0", 20,
-               message="hf finishing on the node while the app is down")
-    kill(first)
-    with ssh_down(sim_cluster, "spark1"):  # so that another download takes the slot first
-        second = start_app(env(sim_cluster))
-        busy = second.post("/api/downloads", json={"repo_id": unique_repo("slow"), "node": "spark2",
-                                                   "copy_to": []}).json()
-        wait_until(lambda: download(second, busy["id"])["state"] == "downloading", 15, message="the other running")
+    second, repo, waiting, busy = adopted_and_queued(sim_cluster, start_app)
     try:
         wait_until(lambda: (d := download(second, waiting["id"])) and d["state"] == "queued", 30,
                    message="the adopted download queued behind the other")
