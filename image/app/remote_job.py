@@ -260,7 +260,7 @@ async def follow(job: RemoteJob, *, what: str, cancel: asyncio.Event, poll_s: fl
         if cancel.is_set():  # kill before polling: an unreachable node is reported sooner
             now = time.monotonic()
             if killed_at is None or now - last_kill > 2.0:  # again, in case the first came too early
-                if pending is not None:  # written first: the app may stop while the kill hangs
+                if pending is not None and killed_at is None:  # first: the app may stop while the kill hangs
                     pending.add(job.node, job.job_id)
                 try:
                     await job.kill()
