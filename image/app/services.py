@@ -318,10 +318,8 @@ class ServiceManager:
         elif found.service in self._busy or found.service in self._touched:  # the user's word wins
             await self._drop_found_pull(job, found, f"service {found.service!r} was started or stopped since")
         elif (node, job.job_id) in self.pending:  # stopped before the restart; the node never heard it
-            pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
-            pull.cancel_requested.set()  # followed until the kill reaches the node, then ends cancelled
-            self._pulls[entry.name] = pull
-            self._follow_pull(entry, pull, killed=found.job.killed)
+            # Followed until the kill reaches the node, then it ends cancelled.
+            self._take_over(entry, job, found, cancel=True)
             log.info("services: the pull of %s on %s was stopped before the restart; cancelling it there",
                      entry.image, node)
         else:
@@ -332,13 +330,19 @@ class ServiceManager:
                     c.service == found.service and c.state in ("running", "created")
                     for c in await self.containers(fresh=True))
                 if not started:
-                    pull = service_pull.ImagePull(entry.name, node, entry.image, job, started=found.started)
-                    self._pulls[entry.name] = pull
-                    self._follow_pull(entry, pull, killed=found.job.killed)
+                    self._take_over(entry, job, found, cancel=False)
                     log.info("services: following again the pull of %s for %s on %s (job %s)", entry.image,
                              entry.name, node, job.job_id)
                     return
             await self._drop_found_pull(job, found, f"service {found.service!r} was started again meanwhile")
+
+    def _take_over(self, entry: ServiceEntry, job: RemoteJob, found: service_pull.FoundPull, *, cancel: bool) -> None:
+        """Follow a pull the last run left as this app's own (cancel: it was stopped before the restart)."""
+        pull = service_pull.ImagePull(entry.name, job.node, entry.image, job, started=found.started)
+        if cancel:
+            pull.cancel_requested.set()
+        self._pulls[entry.name] = pull
+        self._follow_pull(entry, pull, killed=found.job.killed)
 
     async def _drop_found_pull(self, job: RemoteJob, found: service_pull.FoundPull, why: str) -> None:
         """A pull left by the last run that is not carried on: stopped on its node, its job removed."""
