@@ -167,6 +167,8 @@ class ServiceManager:
             code = container.exit_code
             out["state"] = "stopped" if code == 0 else "failed"
             out["detail"] = f"container {container.status or container.state}; see its logs"
+            if pull is not None and pull.state == "failed":  # `docker run` after the pull failed: docker's reason
+                out["detail"] = pull.message
             return out
         started = time.monotonic()
         health = await probe_health(self.http, url + entry.health)

@@ -65,8 +65,12 @@ def services_running(app, sim_cluster, where: dict[str, str], within_s: float) -
         if any(s["state"] == "failed" for s in states.values()):
             break
         time.sleep(1)
-    logs = {name: sim_cluster.ssh(node, f"docker logs sc-svc-{name} 2>&1 | tail -15").stdout for name, node in where.items()}
-    pytest.fail(f"audio services not running: {[(n, s['state'], s['detail']) for n, s in states.items()]}\n{logs}")
+    logs = {name: sim_cluster.ssh(node, f"docker logs sc-svc-{name} 2>&1 | tail -15; "
+                                        f"cat ${{SPARKSIM_STATE:-~/.sparksim}}/containers/*/supervisor.err 2>/dev/null | tail -5").stdout
+            for name, node in where.items()}
+    app_log = "\n".join(app.log().splitlines()[-15:])
+    pytest.fail(f"audio services not running: {[(n, s['state'], s['detail']) for n, s in states.items()]}\n{logs}\n"
+                f"app log:\n{app_log}")
 
 
 def test_redaction_round_trip(app, pages):

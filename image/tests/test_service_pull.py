@@ -28,7 +28,7 @@ KEY = "nvapi-invalid-SiMuLaTeD-pull-secret"  # the sim's registry refuses a key 
 IMAGES = {"pull-ok": f"sparksim/pull-ok-{TAG}:1.0", "pull-cancel": f"sparksim/pull-cancel-{TAG}:1.0",
           "pull-dash": f"sparksim/pull-dash-{TAG}:1.0", "pull-race": f"sparksim/pull-race-{TAG}:1.0",
           "pull-boot": f"sparksim/pull-boot-{TAG}:1.0", "pull-blip": f"sparksim/pull-blip-{TAG}:1.0",
-          "pull-unreach": f"sparksim/pull-unreach-{TAG}:1.0",
+          "pull-unreach": f"sparksim/pull-unreach-{TAG}:1.0", "pull-badcmd": f"sparksim/pull-badcmd-{TAG}:1.0",
           "pull-unknown": f"example/doesnotexist-{TAG}:1.0", "pull-nim": f"nvcr.io/nim/sparksim/pull-{TAG}:1.0"}
 NODE = "spark2"
 
@@ -42,6 +42,8 @@ def app(sim_cluster, tmp_path_factory):
         port = free_port()
         # A plain HTTP server as the container (the sim runs a generic image's command as is).
         serve = f'args: [python3, -m, http.server, "{port}"], health_path: /, ' if name != "pull-nim" else ""
+        if name == "pull-badcmd":
+            serve = "args: [no-such-server], health_path: /, "  # pulls fine, then cannot start
         kind = "nim" if name == "pull-nim" else "other"
         lines.append(f"  {name}: {{kind: {kind}, image: {IMAGES[name]}, node: {NODE}, port: {port}, "
                      f"{serve}start_timeout_s: 60, gpu: false}}")
@@ -333,3 +335,16 @@ def test_a_stop_while_the_node_is_unreachable_says_the_pull_may_go_on_then_cance
     wait_until(lambda: service(app, "pull-unreach")["state"] == "stopped", 60, interval=1,
                message="the pull cancelled once the node answered")
     assert IMAGES["pull-unreach"] not in on_node(sim_cluster, "ps -eo args")
+
+
+def test_a_pulled_image_whose_container_cannot_start_says_why(app, sim_cluster):
+    """`docker run` after the pull fails (the container stays Created, no logs): the state says
+    docker's reason, not "see its logs"."""
+    set_pull_seconds(sim_cluster, 1)
+    assert app.post("/api/services/pull-badcmd/start").status_code == 202
+    failed = wait_until(lambda: (s := service(app, "pull-badcmd"))["state"] == "failed" and s, 60,
+                        message="the start after the pull failing")
+    assert failed["container"] == "sc-svc-pull-badcmd", failed
+    assert "could not start service 'pull-badcmd'" in failed["detail"], failed["detail"]
+    assert 'exec: "no-such-server": executable file not found' in failed["detail"], failed["detail"]
+    assert app.post("/api/services/pull-badcmd/stop").status_code == 200
