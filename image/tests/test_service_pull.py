@@ -146,7 +146,8 @@ def test_a_stop_during_the_pull_cancels_it_and_nothing_starts(app, sim_cluster):
 
 def test_a_pull_of_an_unknown_image_fails_with_dockers_reason(app, sim_cluster):
     started = app.post("/api/services/pull-unknown/start")
-    assert started.status_code == 202 and started.json()["state"] == "pulling", started.text
+    # The registry refuses at once: on a busy machine the pull may have failed before the answer.
+    assert started.status_code == 202 and started.json()["state"] in ("pulling", "failed"), started.text
     failed = wait_until(lambda: (s := service(app, "pull-unknown"))["state"] == "failed" and s, 30,
                         message="the pull failed")
     assert f"pull access denied for example/doesnotexist-{TAG}" in failed["detail"], failed
