@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .validators import digit_run_starts, lower_same, matches_at, matches_at_lower, matches_from
+from .scan import Scan
+from .validators import lower_same, matches_at, matches_from
 
 # USPS Publication 28, appendix C1 (street suffixes), plus the common abbreviations and the
 # British ones (Close, Mews, Gardens...). Matched case-insensitively, "." optional.
@@ -120,8 +121,9 @@ _UNIT_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Room", "Rm", "Floor"
                "Building", "Studio", "Dept", "Lot", "Box", "#")
 # Continental layout: the street (one word ending in a street noun) before the number, then an
 # optional postcode and city: "Hauptstraße 5, 10115 Berlin", "Laura-Scheuermann-Allee 88". The
-# regex only finds "Word 12"; the street noun is checked with str.endswith (a suffix alternation
-# tried at every letter of every capitalised word cost more than all other address patterns).
+# regex only reads "Word 12"; the street noun is checked first, with str.endswith before each
+# digit that follows a blank (a suffix alternation tried at every letter of every capitalised
+# word cost more than all other address patterns; the regex tried at every capital, a tenth).
 _CONTINENTAL = re.compile(
     r"([A-ZÄÖÜ](?<![\w-].)[\w'.-]*+)[ \t]+\d{1,4}[a-z]?\b"
     r"(?:,?[ \t]*\n?[ \t]*\d{4,5}[ \t]+[A-ZÄÖÜ][\w'-]+(?:[ \t](?:am|an|ob|der|die|dem|den|im|in|bei|vor|vorm|zum|zur)(?=[ \t](?:[A-ZÄÖÜ]|d[ei][emnr]?\b))|[ \t][A-ZÄÖÜ(][\w()'-]+){0,4})?"
@@ -133,12 +135,47 @@ _CONTINENTAL_NOUNS = (
 )
 
 
-def _continental(text: str) -> Iterator[tuple[int, int]]:
-    for m in _CONTINENTAL.finditer(text):
-        if m.group(1).lower().endswith(_CONTINENTAL_NOUNS):
+_LONGEST_NOUN = max(map(len, _CONTINENTAL_NOUNS))
+_CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜ")  # _CONTINENTAL's first character
+
+
+def _street_word(c: str) -> bool:
+    return c.isalnum() or c in "_'.-"  # [\w'.-]: the characters of _CONTINENTAL's street word
+
+
+def _continental(scan: Scan) -> Iterator[tuple[int, int]]:
+    text, low = scan.text, scan.low
+    done = 0  # where the last match ended: matches do not overlap
+    for digit in scan.digits_after_blank():
+        end = digit - 1  # of the word before the blanks
+        while end > 0 and text[end - 1] in " \t":
+            end -= 1
+        if end <= done:
+            continue
+        if low is not None:
+            if not low.endswith(_CONTINENTAL_NOUNS, 0, end):
+                continue
+        elif not text[max(0, end - _LONGEST_NOUN) : end].lower().endswith(_CONTINENTAL_NOUNS):
+            continue
+        m = _continental_at(text, end, done)
+        if m is not None:
             # a capitalised word before belongs to the street ("Hans Georg-Conradi-Allee 27")
             before = _CAP_BEFORE.search(text, max(0, m.start() - 40), m.start())
             yield (before.start(1) if before else m.start()), m.end()
+            done = m.end()
+
+
+def _continental_at(text: str, end: int, done: int) -> re.Match[str] | None:
+    """The _CONTINENTAL match whose street word ends at `end`, if any: it starts at the first
+    capital of the word that no word character or "-" precedes (where finditer would have
+    started it; from there the word is read to its end whatever the start)."""
+    start = end
+    while start > done and _street_word(text[start - 1]):
+        start -= 1
+    for p in range(start, end):
+        if text[p] in _CAPITALS and (p == 0 or not (text[p - 1].isalnum() or text[p - 1] in "_-")):
+            return _CONTINENTAL.match(text, p)
+    return None
 
 
 _PO_BOX = re.compile(
@@ -149,21 +186,46 @@ _MILITARY = re.compile(
     r"\b(?:(?:PSC|Unit|CMR)[ \t]+\d{1,5},?[ \t]+Box[ \t]+\d{1,5}|(?:USNS|USNV|USS|USCGC)[ \t]+[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)?)"
     r"[ \t]*[,\n]?[ \t]*(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{5}\b"
 )
-# Where the spelled and unit-first shapes can start (no word occurs inside another at a word start).
-_SPELLED_START = re.compile("|".join(_SPELLED_WORDS))
-_UNIT_START = re.compile("|".join(map(re.escape, _UNIT_WORDS)))
-_PO_BOX_STARTS = ("po", "p.", "p ", "p\t")  # lower case: "P.O. Box", "PO Box", "Post Office Box"
+# Where the spelled and unit-first shapes can start, in one pass: every word starts with a capital
+# (or is "#") followed by lower case, so no word starts inside another.
+# (A plain alternation of literals: re skips to their first characters; a named group around
+# some of them would make it try every character.)
+_SPELLED_OR_UNIT = re.compile("|".join(map(re.escape, _SPELLED_WORDS + _UNIT_WORDS)))
+_SPELLED_SET = frozenset(_SPELLED_WORDS)
+
+
+def _spelled_and_unit_starts(text: str) -> tuple[list[int], list[int]]:
+    spelled: list[int] = []
+    units: list[int] = []
+    for m in _SPELLED_OR_UNIT.finditer(text):
+        (spelled if m.group() in _SPELLED_SET else units).append(m.start())
+    return spelled, units
+
+
+# Where _PO_BOX can start, in the lower-case copy: "P.O. Box", "PO Box", "Post Office Box". Each
+# match holds one "box", after its start: the starts are looked for between one "box" and the next.
+_PO_BOX_START = re.compile(r"p[o. \t]")
+
+
+def _po_box_starts(low: str) -> Iterator[int]:
+    after = 0
+    box = low.find("box")
+    while box != -1:
+        for m in _PO_BOX_START.finditer(low, after, box):
+            yield m.start()
+        after = box + 1
+        box = low.find("box", after)
 _MILITARY_STARTS = ("PSC", "Unit", "CMR", "US")
 _POSTCODE_ALONE = re.compile(r"[A-Z](?<![\w-][A-Z])[A-Z]?\d[A-Z\d]?\s*\d[A-Z]{2}(?![\w-])")
 
 
-def find_addresses(text: str, low: str | None = None, digits: list[int] | None = None) -> Iterator[tuple[int, int, str]]:
+def find_addresses(text: str | Scan) -> Iterator[tuple[int, int, str]]:
     """Address spans; two pieces separated only by a comma or spaces ("..., South Georgia" then
-    "L72 5PQ") are one address, so the separator is covered too. `low` (lower_same(text)) and
-    `digits` (digit_run_starts(text)) are computed here when the caller has not already."""
-    if digits is None:
-        digits = digit_run_starts(text)
-    found = sorted(_pieces(text, lower_same(text) if low is None else low, digits))
+    "L72 5PQ") are one address, so the separator is covered too. A Scan of the text, when the
+    caller has one, shares the candidate starts that other finders read too."""
+    scan = text if isinstance(text, Scan) else Scan(text, lower_same(text))
+    text = scan.text
+    found = sorted(_pieces(scan))
     i = 0
     while i < len(found):
         s, e = found[i]
@@ -181,21 +243,26 @@ def _bounded(text: str, found: Iterator[re.Match[str]]) -> Iterator[tuple[int, i
             yield m.start(), m.end()
 
 
-def _pieces(text: str, low: str | None, digits: list[int]) -> Iterator[tuple[int, int]]:
-    for m in matches_from(text, _ADDRESS, digits):
+def _pieces(scan: Scan) -> Iterator[tuple[int, int]]:
+    text, low = scan.text, scan.low
+    for m in matches_from(text, _ADDRESS, scan.digits()):
         yield m.start(), m.end()
     # Literal-first shapes: the word boundary before them is checked here (a look-behind first
     # would make re try every character).
-    yield from _bounded(text, matches_at(text, _ADDRESS_SPELLED, _SPELLED_START))
-    yield from _bounded(text, matches_at(text, _ADDRESS_UNIT_FIRST, _UNIT_START))
-    yield from _continental(text)
-    if low is None or "box" in low:
-        for m in matches_at_lower(text, low, _PO_BOX, _PO_BOX_STARTS):
+    spelled, units = _spelled_and_unit_starts(text)
+    yield from _bounded(text, matches_from(text, _ADDRESS_SPELLED, spelled))
+    yield from _bounded(text, matches_from(text, _ADDRESS_UNIT_FIRST, units))
+    yield from _continental(scan)
+    if low is None:
+        for m in _PO_BOX.finditer(text):
+            yield m.start(), m.end()
+    elif "box" in low:
+        for m in matches_from(text, _PO_BOX, _po_box_starts(low)):
             yield m.start(), m.end()
     if "PO " in text:
         for m in matches_at(text, _MILITARY, _MILITARY_STARTS):
             yield m.start(), m.end()
-    for m in _POSTCODE_ALONE.finditer(text):
+    for m in matches_from(text, _POSTCODE_ALONE, scan.capitals_then_digit_after_gap()):
         # A lone UK postcode needs the space ("SW1A 1AA"): without it "A1B2CD" would be too eager.
         if " " in m.group(0):
             yield m.start(), m.end()

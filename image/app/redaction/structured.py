@@ -11,8 +11,9 @@ pattern starting with a look-behind is tried at every character. Cheap substring
 "://", birth words) skip whole passes. Patterns that still have no cheap first
 character are only tried where they can start (validators.matches_at/matches_from): where a
 keyword is (str.find: "ssn", "born", "api"...), inside the long whitespace-free runs (keys, tokens,
-MAC addresses: Text.chunks), after an IPv6 colon hint, or at the
-digit-run starts found once per text (Text.digits) for the five digit-first patterns.
+MAC addresses: Scan.chunks), after an IPv6 colon hint, or at the offsets scan.Scan finds with
+literal searches in a one-byte-per-character class map (digit-run starts, "000-00-0000", "0.0",
+"AA00"), computed once per text and shared by the finders that read them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from . import validators as v
 from .addresses import find_addresses
+from .scan import Scan
 
 Finding = tuple[int, int, str]
 
@@ -30,12 +32,11 @@ Finding = tuple[int, int, str]
 @dataclass(frozen=True, slots=True)
 class Text:
     """One text and what several finders read from it, computed once per text: its lower-case
-    copy (None when lowering would shift offsets) and where its digit runs start."""
+    copy (None when lowering would shift offsets) and where candidates can start (scan.Scan)."""
 
     text: str
     low: str | None
-    digits: list[int]
-    chunks: list[tuple[int, int]]  # whitespace-free runs of _LONG_CHUNK+ characters: (start, end)
+    scan: Scan
     # Spans found so far per entity, for skipping a candidate that lies inside one that outranks it
     # (see Covered); None when such skips are off (an allowlist could drop the outer span).
     found: dict[str, list[tuple[int, int]]] | None = None
@@ -68,24 +69,8 @@ class Covered:
         return end <= self._end
 
 
-# Keys, tokens and MAC addresses hold no whitespace and have at least this many characters, so
-# they are only looked for inside such runs (a third of a dense text, a tenth of prose).
-_LONG_CHUNK = 14
-
-
-def long_chunks(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every whitespace-free run of _LONG_CHUNK+ characters. str.split runs in
-    C; each long run is located with str.find from the end of the previous one (it cannot occur
-    earlier: the runs in between are shorter than it)."""
-    out: list[tuple[int, int]] = []
-    pos = 0
-    find = text.find
-    for word in text.split():
-        if len(word) >= _LONG_CHUNK:
-            start = find(word, pos)
-            pos = start + len(word)
-            out.append((start, pos))
-    return out
+# Keys, tokens and MAC addresses hold no whitespace and have at least 14 characters, so they are
+# only looked for inside such runs (Scan.chunks: a third of a dense text, a tenth of prose).
 
 # ---------------------------------------------------------------------------------------- email
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
@@ -180,7 +165,7 @@ def _phones(t: Text) -> Iterator[Finding]:
                 prefixed.append(m.span())
                 yield m.start(), m.end(), "PHONE"
     inside = Covered(prefixed if t.found is not None else None)
-    for m in v.matches_from(text, _PHONES[2], t.digits):
+    for m in v.matches_from(text, _PHONES[2], t.scan.digits()):
         if not inside(m.start(), m.end()) and _phone_ok(m) and not _ipv4_like(m.group(0)):
             yield m.start(), m.end(), "PHONE"
 
@@ -201,7 +186,7 @@ _CARD = re.compile(r"\d(?<![\w.+-]\d)(?=(?:[ -]?\d){11})(?:[ -]?\d)*+")
 def _cards(t: Text) -> Iterator[Finding]:
     text = t.text
     in_iban = Covered(t.found.get("IBAN") if t.found is not None else None)  # an IBAN outranks a card
-    for m in v.matches_from(text, _CARD, t.digits):
+    for m in v.matches_from(text, _CARD, t.scan.digits()):
         end = m.end()
         if end < len(text) and text[end] in "-." and text[end + 1 : end + 2].isdigit():
             continue  # part of a longer dotted/dashed number (a version, an id)
@@ -247,7 +232,7 @@ _IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?:[ ]?[A-Z0-9]){11,30}+")
 
 def _ibans(t: Text) -> Iterator[Finding]:
     text = t.text
-    for m in _IBAN.finditer(text):
+    for m in v.matches_from(text, _IBAN, t.scan.two_capitals_two_digits()):
         raw = m.group(0)
         expected = v.IBAN_LENGTHS.get(raw[:2])
         # Cut to the country's length, counted in characters other than spaces.
@@ -276,7 +261,7 @@ _SSN_WORDS = ("ssn", "social", "ss#")  # where _SSN_BARE can start
 
 def _ssns(t: Text) -> Iterator[Finding]:
     text = t.text
-    for m in v.matches_from(text, _SSN, t.digits):
+    for m in v.matches_from(text, _SSN, t.scan.ssn_shaped()):
         if v.ssn_ok(m.group(1), m.group(3), m.group(4)):
             yield m.start(), m.end(), "US_SSN"
     if t.low is not None and not any(w in t.low for w in _SSN_WORDS):
@@ -310,7 +295,7 @@ def _ipv6_starts(text: str) -> Iterator[int]:
 
 def _ips(t: Text) -> Iterator[Finding]:
     text = t.text
-    for m in v.matches_from(text, _IPV4, t.digits):
+    for m in v.matches_from(text, _IPV4, t.scan.dotted_digits()):
         # "version 1.2.3.4" / "v1.2.3.4" is a version, not an address; a bare 1.2.3.4 is an address.
         if v.ipv4_ok(m.group(1)) and not _VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
             yield m.start(), m.end(), "IP_ADDRESS"
@@ -338,7 +323,7 @@ _MAC = re.compile(
 
 def _macs(t: Text) -> Iterator[Finding]:
     text = t.text
-    for s, e in t.chunks:  # a MAC address is 14 or 17 characters without whitespace
+    for s, e in t.scan.chunks():  # a MAC address is 14 or 17 characters without whitespace
         for m in _MAC.finditer(text, s, e):
             yield m.start(), m.end(), "MAC_ADDRESS"
 
@@ -435,7 +420,7 @@ def _secrets(t: Text) -> Iterator[Finding]:
     p = 0  # the first PEM block that does not end before the current run
     # A known key or a random token holds no whitespace: the regexes read only the long runs
     # (searching a run as if it were the whole text is exact: what borders it is whitespace).
-    for s, e in t.chunks:
+    for s, e in t.scan.chunks():
         keys: list[tuple[int, int]] = []
         if e - s >= _KNOWN_KEY_MIN:
             for m in _KNOWN_KEYS.finditer(text, s, e):
@@ -498,24 +483,14 @@ FINDERS: dict[str, Callable[[Text], Iterator[Finding]]] = {
     "DATE_OF_BIRTH": _dobs,
     "URL_CREDENTIALS": _url_creds,
     "SECRET": _secrets,
-    "ADDRESS": lambda t: find_addresses(t.text, t.low, t.digits),
+    "ADDRESS": lambda t: find_addresses(t.scan),
 }
-# Finders that read Text.digits: the one scan for digit runs is skipped when none is selected.
-_DIGIT_FIRST = frozenset({"PHONE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "ADDRESS"})
-_IN_CHUNKS = frozenset({"SECRET", "MAC_ADDRESS"})  # finders that read Text.chunks
-
-
 def find_structured(text: str, entities: frozenset[str], skip_contained: bool = True) -> list[Finding]:
     """Every candidate finding of the selected structured entities (overlaps not yet resolved).
     skip_contained: leave out candidates inside a found one that outranks them (Covered); off when
     an allowlist may drop the outer one."""
-    t = Text(
-        text,
-        v.lower_same(text),
-        v.digit_run_starts(text) if entities & _DIGIT_FIRST else [],
-        long_chunks(text) if entities & _IN_CHUNKS else [],
-        {} if skip_contained else None,
-    )
+    low = v.lower_same(text)
+    t = Text(text, low, Scan(text, low), {} if skip_contained else None)
     out: list[Finding] = []
     for name, finder in FINDERS.items():
         if name in entities:

@@ -172,14 +172,3 @@ def matches_from(text: str, rx: re.Pattern[str], starts: Iterable[int]) -> Itera
         if m is not None:
             yield m
             end = max(m.end(), s + 1)
-
-
-_RUN_START = re.compile(r"\d(?<!\w\d)\d*")
-
-
-def digit_run_starts(text: str) -> list[int]:
-    """Where the runs of digits not glued to a word start ("12" in "a 12", not in "a12"): every
-    pattern that starts with a digit not preceded by a word character matches only there. One
-    scan shared by the phone, card, SSN, IPv4 and street-address patterns: for re, a pattern that
-    starts with \\d is a candidate at every digit, five passes cost five times that."""
-    return [m.start() for m in _RUN_START.finditer(text)]

@@ -1,0 +1,68 @@
+"""The candidate starts of app/redaction/scan.py: a finder that tries its regex only there must find
+what re.finditer over the whole text finds, on any text (hypothesis), including characters above
+U+00FF that the byte map replaces by stand-ins (a curly quote, a Polish letter, an Arabic-Indic
+digit, an em space)."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from app.redaction import addresses, structured
+from app.redaction.detect import Detector
+from app.redaction.scan import Scan, class_bytes, offsets
+from app.redaction.validators import lower_same, matches_from
+
+_PIECES = st.sampled_from(
+    ["123-45-6789", "123 45 6789", "10.0.0.1", "1.2.3.4.5", "v1.2", "DE89 3704 0044 0532 0130 00",
+     "GB82WEST12345698765432", "SW1A 1AA", "E4 1ZP", "X-E4 1ZP", "4111 1111 1111 1111", "+1 (415) 555-0132",
+     "12 Main Street", "Hauptstraße 5", "Weg\t7", " ", "\t", "\n", "-", ".", "+", "/", ":", "a", "Z", "_",
+     "\u2019", "\u0142", "\u0663", "\u0663\u0663\u0663-45-6789", "\u2003", "\u0130", "\x1c", "é", "ÄÖÜ"]
+)
+_TEXTS = st.lists(st.one_of(_PIECES, st.text(alphabet="0123456789 -.:+/AZaz\t", max_size=8)), max_size=30).map("".join)
+
+
+def _spans(found: object) -> list[tuple[int, int]]:
+    return [m.span() for m in found]  # type: ignore[attr-defined]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXTS)
+@example("SSN 123 45 6789 or 123-45-6789; ip 10.0.0.1, 1.2.3.4.5; IBAN DE89 3704 0044 0532 0130 00 at SW1A 1AA")
+@example("\u2019123 45 6789\u2003E4 1ZP \u0142DE89370400440532013000 12 Main Street")
+def test_each_finder_tried_at_its_starts_finds_what_finditer_finds(text: str) -> None:
+    scan = Scan(text, lower_same(text))
+    for rx, starts in [
+        (structured._CARD, scan.digits()),
+        (structured._PHONES[2], scan.digits()),
+        (addresses._ADDRESS, scan.digits()),
+        (structured._SSN, scan.ssn_shaped()),
+        (structured._IPV4, scan.dotted_digits()),
+        (structured._IBAN, scan.two_capitals_two_digits()),
+        (addresses._POSTCODE_ALONE, scan.capitals_then_digit_after_gap()),
+    ]:
+        assert _spans(matches_from(text, rx, starts)) == _spans(rx.finditer(text)), rx.pattern[:40]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS)
+def test_digit_run_starts_follow_re_own_classes(text: str) -> None:
+    want = [i for i, c in enumerate(text) if re.match(r"\d", c) and (i == 0 or not re.match(r"\w", text[i - 1]))]
+    assert Scan(text, None).digits() == want
+    assert Scan(text, None).digits_after_blank() == [i for i in want if i and text[i - 1] in " \t"]
+
+
+def test_the_byte_map_has_one_byte_per_character_and_the_sentinel() -> None:
+    text = "a’ł٣\u2003b"
+    assert len(class_bytes(text)) == len(text) + 1
+    assert offsets(b"x 0 0y 0", b" 0") == [1, 3, 6]
+    assert offsets(b"abc", b" 0") == []
+
+
+def test_a_street_after_a_city_tail_is_still_found() -> None:
+    # "Lager 3, 10115 Berlin" reads like a continental address that is not a street; the street
+    # after it must not be lost in its tail.
+    spans = Detector(ner=False).detect("Abholung: Lager 3, 10115 Berlin Hauptstraße 5 bitte")
+    assert any("Hauptstraße 5" in s.text and s.entity == "ADDRESS" for s in spans), spans
