@@ -54,6 +54,18 @@ def test_digit_run_starts_follow_re_own_classes(text: str) -> None:
     assert Scan(text, None).digits_after_blank() == [i for i in want if i and text[i - 1] in " \t"]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", " ", "\n", "\t", "\x1c", "\u2003", "\u2019", "é", "\x7f", "x" * 14, "y" * 15]), max_size=12).map("".join))
+def test_chunks_are_the_whitespace_free_runs_of_14_or_more(text: str) -> None:
+    want, pos = [], 0
+    for word in text.split():
+        start = text.find(word, pos)
+        pos = start + len(word)
+        if len(word) >= 14:
+            want.append((start, pos))
+    assert Scan(text, None).chunks() == want
+
+
 def test_the_byte_map_has_one_byte_per_character_and_the_sentinel() -> None:
     text = "a’ł٣\u2003b"
     assert len(class_bytes(text)) == len(text) + 1

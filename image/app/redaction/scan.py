@@ -111,6 +111,9 @@ def _all(hay: bytes, needles: tuple[bytes, ...], shift: int = 0) -> list[int]:
 _RICH = (b"0", b"A", b"a", b"\n", b"|")
 _KEEP = " \t-.:"
 _DIGITS = (b"0", b"a", b"a", b" ", b" ")
+_LONG_RUN = 14  # keys, tokens and MAC addresses have at least this many characters
+_LONG_RUN_AFTER_BLANK = b" " + b"x" * _LONG_RUN
+_NOT_BLANK = bytes(b for b in range(256) if b not in b" \t")
 _POSTCODE = re.compile(rb"A(?<![a0A-]A)A?0")  # literal first: re jumps to each "A"
 
 
@@ -138,17 +141,22 @@ class Scan:
             self._map = self._translate(_table(*_RICH, keep=_KEEP))
         return self._map
 
-    def digits(self) -> list[int]:
-        """Ascending offsets of every digit that no word character precedes: where a pattern
-        that starts with a digit run can start."""
+    def digits(self, not_after: bytes = b"") -> list[int]:
+        """Ascending offsets of every digit that follows neither a word character nor one of
+        not_after (from the look-behind of the pattern that asks): where it can start. (Leaving
+        out the runs after "-", "." or "+" halves the attempts of the phone pattern; a filter
+        over the one list costs less than a list per look-behind.)"""
         if self._digits is None:
             self._digits = offsets(self._translate(_table(*_DIGITS)), b" 0")
-        return self._digits
+        if not not_after:
+            return self._digits
+        before = self._bytes  # the character before text[d] is before[d] (the sentinel first)
+        assert before is not None
+        return [d for d in self._digits if before[d] not in not_after]
 
     def digits_after_blank(self) -> list[int]:
         """Ascending offsets of every digit right after a space or a tab ("Hauptstraße 5")."""
-        text = self.text
-        return [d for d in self.digits() if d and text[d - 1] in " \t"]
+        return self.digits(_NOT_BLANK)
 
     def dotted_digits(self) -> list[int]:
         """Ascending offsets of every digit run that a dot and a digit follow ("1.2", "10.0"):
@@ -178,17 +186,18 @@ class Scan:
         return [m.start() - 1 for m in _POSTCODE.finditer(self.map)]
 
     def chunks(self) -> list[tuple[int, int]]:
-        """(start, end) of every run of 14+ characters without whitespace. str.split runs in C;
-        each long run is located with str.find from the end of the previous one (it cannot occur
-        earlier: the runs in between are shorter than it). (A literal search for 14 non-blanks in
-        the byte map cost more: re's prefix search steps back on every shorter word.)"""
+        """(start, end) of every run of 14+ characters without whitespace: after a blank (or the
+        start), 14 non-blanks, found by bytes.split with that 15-byte needle (it skips ahead up to
+        15 bytes a step); each run's end by bytes.find."""
         if self._chunks is None:
-            self._chunks = []
-            pos = 0
-            find = self.text.find
-            for word in self.text.split():
-                if len(word) >= 14:
-                    start = find(word, pos)
-                    pos = start + len(word)
-                    self._chunks.append((start, pos))
+            hay = self._translate(_table(b"x", b"x", b"x", b" ", b"x"))
+            starts = offsets(hay, _LONG_RUN_AFTER_BLANK)  # the sentinel reads "x": see the start below
+            if hay[1 : _LONG_RUN + 1] == _LONG_RUN_AFTER_BLANK[1:]:
+                starts.insert(0, 0)
+            found = []
+            find = hay.find
+            for start in starts:
+                end = find(b" ", start + _LONG_RUN)
+                found.append((start, (len(hay) if end == -1 else end) - 1))
+            self._chunks = found
         return self._chunks

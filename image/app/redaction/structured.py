@@ -165,7 +165,7 @@ def _phones(t: Text) -> Iterator[Finding]:
                 prefixed.append(m.span())
                 yield m.start(), m.end(), "PHONE"
     inside = Covered(prefixed if t.found is not None else None)
-    for m in v.matches_from(text, _PHONES[2], t.scan.digits()):
+    for m in v.matches_from(text, _PHONES[2], t.scan.digits(b"+/.:-")):
         if not inside(m.start(), m.end()) and _phone_ok(m) and not _ipv4_like(m.group(0)):
             yield m.start(), m.end(), "PHONE"
 
@@ -186,7 +186,7 @@ _CARD = re.compile(r"\d(?<![\w.+-]\d)(?=(?:[ -]?\d){11})(?:[ -]?\d)*+")
 def _cards(t: Text) -> Iterator[Finding]:
     text = t.text
     in_iban = Covered(t.found.get("IBAN") if t.found is not None else None)  # an IBAN outranks a card
-    for m in v.matches_from(text, _CARD, t.scan.digits()):
+    for m in v.matches_from(text, _CARD, t.scan.digits(b".+-")):
         end = m.end()
         if end < len(text) and text[end] in "-." and text[end + 1 : end + 2].isdigit():
             continue  # part of a longer dotted/dashed number (a version, an id)
@@ -375,8 +375,11 @@ def _url_creds(t: Text) -> Iterator[Finding]:
 
 
 # --------------------------------------------------------------------------------------- secret
+# Without a look-behind first (re would try it at every character of a run): every alternative
+# starts with a literal, so re only tries the letters they start with; _known_keys checks what
+# comes before.
 _KNOWN_KEYS = re.compile(
-    r"(?<![\w-])(?:"
+    r"(?:"
     r"sk-(?:proj-|ant-(?:api\d\d-)?|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"
     r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
     r"|gh[pousr]_[A-Za-z0-9]{30,}"
@@ -423,7 +426,7 @@ def _secrets(t: Text) -> Iterator[Finding]:
     for s, e in t.scan.chunks():
         keys: list[tuple[int, int]] = []
         if e - s >= _KNOWN_KEY_MIN:
-            for m in _KNOWN_KEYS.finditer(text, s, e):
+            for m in _known_keys(text, s, e):
                 keys.append(m.span())
                 yield m.start(), m.end(), "SECRET"
         if e - s < _TOKEN_MIN:
@@ -442,6 +445,21 @@ def _secrets(t: Text) -> Iterator[Finding]:
                 yield a, b, "SECRET"
     if t.low is None or any(k in t.low for k in _ASSIGNED_KEYS):
         yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
+
+
+def _known_keys(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
+    """The _KNOWN_KEYS matches in text[start:end] that no word character or "-" precedes: what
+    finditer would give with the look-behind `(?<![\w-])` in front (a rejected match only moves
+    the search one character on, as re would)."""
+    search = _KNOWN_KEYS.search
+    m = search(text, start, end)
+    while m is not None:
+        at = m.start()
+        if at > start and (text[at - 1].isalnum() or text[at - 1] in "_-"):
+            m = search(text, at + 1, end)
+        else:
+            yield m
+            m = search(text, m.end(), end)
 
 
 def _assigned(text: str, found: Iterator[re.Match[str]]) -> Iterator[Finding]:
