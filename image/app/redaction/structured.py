@@ -449,7 +449,7 @@ def _secrets(t: Text) -> Iterator[Finding]:
 
 def _known_keys(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
     """The _KNOWN_KEYS matches in text[start:end] that no word character or "-" precedes: what
-    finditer would give with the look-behind `(?<![\w-])` in front (a rejected match only moves
+    finditer would give with the look-behind `(?<![\\w-])` in front (a rejected match only moves
     the search one character on, as re would)."""
     search = _KNOWN_KEYS.search
     m = search(text, start, end)
