@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 from .scan import Scan
-from .validators import lower_same, matches_at, matches_from
+from .validators import lower_same, matches_at, matches_from, trie_regex
 
 # USPS Publication 28, appendix C1 (street suffixes), plus the common abbreviations and the
 # British ones (Close, Mews, Gardens...). Matched case-insensitively, "." optional.
@@ -36,29 +36,7 @@ Ways Well Wells Wharf Wynd Yard
 """
 
 
-def _trie_regex(words: list[str], fold: bool = True) -> str:
-    """An alternation shaped as a trie: re tries alternatives one by one, so 250 flat branches
-    would be tried at every candidate; a trie tests one character per level. fold: the words are
-    lower-cased (for a case-insensitive group)."""
-    trie: dict[str, dict] = {}
-    for w in words:
-        node = trie
-        for ch in w.lower() if fold else w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def emit(node: dict) -> str:
-        end = "" in node
-        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if end else body
-
-    return emit(trie)
-
-
-_SUFFIX = _trie_regex(sorted(set(_SUFFIXES.split())))
+_SUFFIX = trie_regex(sorted(set(_SUFFIXES.split())))
 _STATES = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM"
     "|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|AS|GU|MP|PR|VI|UM|FM|MH|PW"
@@ -72,7 +50,7 @@ _STATE_NAMES = (
     "|Wisconsin|Wyoming"
 )
 # A code or a name, as one trie: tried after every city candidate of every address tail.
-_STATE = _trie_regex(_STATES.split("|") + _STATE_NAMES.split("|"), fold=False)
+_STATE = trie_regex(_STATES.split("|") + _STATE_NAMES.split("|"), fold=False)
 _UK_POSTCODE = r"(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})"
 _WORD = r"(?:[A-Z][A-Za-z'’.-]*+|\d{1,3}(?:st|nd|rd|th)|(?:de|la|del|von|van|of|the)\b)"
 _CITY = r"(?:[A-Z][A-Za-z'’.-]+(?:[ -][A-Z][A-Za-z'’.-]+){0,3})"
@@ -190,7 +168,7 @@ _MILITARY = re.compile(
 # (or is "#") followed by lower case, so no word starts inside another.
 # (A trie of literals: re skips to their first characters, then reads one branch per character; a
 # flat alternation would try its 33 words one by one at every capital.)
-_SPELLED_OR_UNIT = re.compile(_trie_regex(list(_SPELLED_WORDS + _UNIT_WORDS), fold=False))
+_SPELLED_OR_UNIT = re.compile(trie_regex(list(_SPELLED_WORDS + _UNIT_WORDS), fold=False))
 _SPELLED_SET = frozenset(_SPELLED_WORDS)
 
 

@@ -323,9 +323,13 @@ _MAC = re.compile(
 
 def _macs(t: Text) -> Iterator[Finding]:
     text = t.text
+    count = text.count
     for s, e in t.scan.chunks():  # a MAC address is 14 or 17 characters without whitespace
-        for m in _MAC.finditer(text, s, e):
-            yield m.start(), m.end(), "MAC_ADDRESS"
+        # and holds five ":" or five "-" or two "." (str.count runs in C; the regex is tried at
+        # every hex digit of a run: most runs are URLs, keys and e-mail addresses).
+        if count(":", s, e) >= 5 or count("-", s, e) >= 5 or count(".", s, e) >= 2:
+            for m in _MAC.finditer(text, s, e):
+                yield m.start(), m.end(), "MAC_ADDRESS"
 
 
 # -------------------------------------------------------------------------------- date of birth
@@ -347,20 +351,33 @@ _DOB = re.compile(
 )
 _DOB_DATE = re.compile(_DATE, re.IGNORECASE)
 _DOB_KEYS = ("born", "dob", "d.o.b", "birth", "geboren", "né")
-# Where _DOB can start, as one alternation (its words never occur inside one another at a word
-# start): one regex pass over the lower-case text instead of a str.find pass per word.
-_DOB_STARTS = re.compile(r"born|dob|do\.b|d\.o|date|birth|geboren|n[ée]e?\s+le")
+# Where _DOB can start: these words (found with str.find, which skips ahead in C; a regex of
+# them is tried at every b, d, g and n) and "née le" (a regex: its spaces vary). No word occurs
+# inside another at a word start, so the union is what one alternation would find.
+_DOB_WORDS = ("born", "dob", "do.b", "d.o", "date", "birth", "geboren")
+_NEE_LE = re.compile(r"n[ée]e?\s+le")
 
 
 def _dobs(t: Text) -> Iterator[Finding]:
     text = t.text
     if t.low is not None and not any(k in t.low for k in _DOB_KEYS):
         return
-    for m in v.matches_at_lower(text, t.low, _DOB, _DOB_STARTS):
+    found = _DOB.finditer(text) if t.low is None else v.matches_from(text, _DOB, _dob_starts(t.low))
+    for m in found:
         # The span is the date only: "born on" stays readable for the model.
         d = _DOB_DATE.search(text, m.start(), m.end())
         if d is not None:
             yield d.start(), m.end(), "DATE_OF_BIRTH"
+
+
+def _dob_starts(low: str) -> list[int]:
+    starts = {m.start() for m in _NEE_LE.finditer(low)} if "le" in low else set()
+    for word in _DOB_WORDS:
+        at = low.find(word)
+        while at != -1:
+            starts.add(at)
+            at = low.find(word, at + 1)
+    return sorted(starts)
 
 
 # ------------------------------------------------------------------------------ url credentials

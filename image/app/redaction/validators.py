@@ -120,6 +120,28 @@ _C_LOG2_C = [0.0] + [c * math.log2(c) for c in range(1, 1024)]
 _CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
+def trie_regex(words: list[str], fold: bool = True) -> str:
+    """An alternation shaped as a trie: re tries alternatives one by one, so 250 flat branches
+    would be tried at every candidate; a trie tests one character per level. fold: the words are
+    lower-cased (for a case-insensitive group)."""
+    trie: dict[str, dict] = {}
+    for w in words:
+        node = trie
+        for ch in w.lower() if fold else w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        end = "" in node
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if end else body
+
+    return emit(trie)
+
+
 def lower_same(text: str) -> str | None:
     """text.lower() when it keeps every offset (a few characters, e.g. "İ", lower to two): the
     copy to str.find case-insensitive keywords in, or None when offsets would shift."""
