@@ -223,7 +223,7 @@ def _bounded(text: str, found: Iterator[re.Match[str]]) -> Iterator[tuple[int, i
 
 def _pieces(scan: Scan) -> Iterator[tuple[int, int]]:
     text, low = scan.text, scan.low
-    for m in matches_from(text, _ADDRESS, scan.digits()):
+    for m in matches_from(text, _ADDRESS, scan.address_numbers()):
         yield m.start(), m.end()
     # Literal-first shapes: the word boundary before them is checked here (a look-behind first
     # would make re try every character).

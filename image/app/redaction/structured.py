@@ -165,7 +165,7 @@ def _phones(t: Text) -> Iterator[Finding]:
                 prefixed.append(m.span())
                 yield m.start(), m.end(), "PHONE"
     inside = Covered(prefixed if t.found is not None else None)
-    for m in v.matches_from(text, _PHONES[2], t.scan.digits(b"+/.:-")):
+    for m in v.matches_from(text, _PHONES[2], t.scan.phone_digits()):
         if not inside(m.start(), m.end()) and _phone_ok(m) and not _ipv4_like(m.group(0)):
             yield m.start(), m.end(), "PHONE"
 
@@ -186,7 +186,7 @@ _CARD = re.compile(r"\d(?<![\w.+-]\d)(?=(?:[ -]?\d){11})(?:[ -]?\d)*+")
 def _cards(t: Text) -> Iterator[Finding]:
     text = t.text
     in_iban = Covered(t.found.get("IBAN") if t.found is not None else None)  # an IBAN outranks a card
-    for m in v.matches_from(text, _CARD, t.scan.digits(b".+-")):
+    for m in v.matches_from(text, _CARD, t.scan.card_digits()):
         end = m.end()
         if end < len(text) and text[end] in "-." and text[end + 1 : end + 2].isdigit():
             continue  # part of a longer dotted/dashed number (a version, an id)
@@ -394,22 +394,19 @@ def _url_creds(t: Text) -> Iterator[Finding]:
 # --------------------------------------------------------------------------------------- secret
 # Without a look-behind first (re would try it at every character of a run): every alternative
 # starts with a literal, so re only tries the letters they start with; _known_keys checks what
-# comes before.
+# comes before. One alternative per first letter (sk- and sk_, gh_ github_ glpat-, ...): re tries
+# the alternatives of a group one by one.
 _KNOWN_KEYS = re.compile(
     r"(?:"
-    r"sk-(?:proj-|ant-(?:api\d\d-)?|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"
-    r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
-    r"|gh[pousr]_[A-Za-z0-9]{30,}"
-    r"|github_pat_[A-Za-z0-9_]{22,}"
+    r"s(?:k-(?:proj-|ant-(?:api\d\d-)?|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}|k_(?:live|test)_[A-Za-z0-9]{16,})"
+    r"|rk_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|p(?:k_(?:live|test)_[A-Za-z0-9]{16,}|ypi-AgE[A-Za-z0-9_-]{50,})"
+    r"|g(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,}|lpat-[A-Za-z0-9_-]{20,})"
     r"|xox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}"
-    r"|AIza[0-9A-Za-z_-]{35}"
+    r"|A(?:(?:KIA|SIA|GPA|IDA|ROA)[A-Z0-9]{16}|Iza[0-9A-Za-z_-]{35})"
     r"|hf_[A-Za-z0-9]{30,}"
-    r"|glpat-[A-Za-z0-9_-]{20,}"
-    r"|npm_[A-Za-z0-9]{36}"
-    r"|pypi-AgE[A-Za-z0-9_-]{50,}"
+    r"|n(?:pm_[A-Za-z0-9]{36}|vapi-[A-Za-z0-9_-]{30,})"
     r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
-    r"|nvapi-[A-Za-z0-9_-]{30,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
     r")(?![\w-])"
 )
