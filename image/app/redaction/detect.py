@@ -101,13 +101,15 @@ class Detector:
 
     @staticmethod
     def _merge(text: str, cluster: list[tuple[int, int, str]]) -> Span:
+        # tuple.__new__ builds the Span in C: a NamedTuple's own __new__ is Python code (0.5 µs
+        # against 0.2, and a dense KB has a dozen spans).
         if len(cluster) == 1:  # the common case: no overlap, nothing to choose
             s, e, entity = cluster[0]
-            return Span(s, e, entity, text[s:e])
+            return tuple.__new__(Span, (s, e, entity, text[s:e]))
         best = min(cluster, key=lambda c: (c[0] - c[1], _RANK[c[2]], c[0]))
         s = min(c[0] for c in cluster)
         e = max(c[1] for c in cluster)
-        return Span(s, e, best[2], text[s:e])
+        return tuple.__new__(Span, (s, e, best[2], text[s:e]))
 
 
 def _blank(text: str, cands: list[tuple[int, int, str]]) -> str:
