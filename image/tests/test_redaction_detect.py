@@ -186,7 +186,10 @@ def test_structured_detection_is_linear_and_fast() -> None:
     ["1 " * 500_000, "12 Ab " * 166_666, "a@" * 500_000, "born " * 200_000, "+1 " * 333_333,
      "-----BEGIN PRIVATE KEY-----\n" * 30_000, "a://b:c" * 140_000, "ab:" * 333_333,
      # one whitespace-free run of 40,000 keys: tokens inside keys are skipped with a pointer
-     ",".join(f"sk-{i:06d}aB3dE5fG7hJ9kL1mN" for i in range(40_000))],
+     ",".join(f"sk-{i:06d}aB3dE5fG7hJ9kL1mN" for i in range(40_000)),
+     # key prefixes inside one long run: each must be rejected at its first letter, not read to the
+     # end of the run (that was quadratic)
+     "task-" * 200_000, "-sk" * 333_333, "eyJ" * 333_333],
 )
 def test_adversarial_megabyte_finishes_fast(adversarial: str) -> None:
     t = time.process_time()

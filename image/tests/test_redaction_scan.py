@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.redaction import addresses, structured
+from app.redaction import validators as v
 from app.redaction.detect import Detector
 from app.redaction.scan import Scan, class_bytes, offsets
 from app.redaction.validators import lower_same, matches_from
@@ -22,6 +23,16 @@ _PIECES = st.sampled_from(
      "\u2019", "\u0142", "\u0663", "\u0663\u0663\u0663-45-6789", "\u2003", "\u0130", "\x1c", "é", "ÄÖÜ"]
 )
 _TEXTS = st.lists(st.one_of(_PIECES, st.text(alphabet="0123456789 -.:+/AZaz\t", max_size=8)), max_size=30).map("".join)
+# What the finders with their own start-finding read: keys, PO boxes, birth words, MACs, streets.
+_WORDS = st.sampled_from(
+    ["sk-", "task-", "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx123", "xsk-proj-AbCdEfGhIjKlMnOpQrStUvWx123", "=",
+     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27u", "AKIAIOSFODNN7EXAMPLE", "-",
+     "P.O. Box 12", "PO Box 7", "post office box 9", "p", "box", "Box 4, 10115 Berlin Mitte", "born ",
+     "date of birth 1/2/1990", "DOB: 03/04/1985", "née le 4 mai 1970", "d.o.b. 1990-01-02", "le",
+     "00:1A:2B:3C:4D:5E", "001a.2b3c.4d5e", "fe80::1", "Hauptstraße 5", "x.Weg 5", "Allee\t7a",
+     " ", "\n", ".", ",", "a", "1", "\u2019", "\u0130", "\u2003"]
+)
+_KEY_TEXTS = st.lists(_WORDS, max_size=30).map("".join)
 
 
 def _spans(found: object) -> list[tuple[int, int]]:
@@ -63,6 +74,43 @@ def test_chunks_are_the_whitespace_free_runs_of_14_or_more(text: str) -> None:
         if len(word) >= 14:
             want.append((start, pos))
     assert Scan(text, None).chunks() == want
+
+
+# The key pattern with its look-behind where it used to be, before the whole alternation.
+_KEYS_LOOKING_BEHIND_FIRST = re.compile(r"(?<![\w-])" + re.sub(r"\(\?<!\[\\w-\]\w\)", "", structured._KNOWN_KEYS.pattern))
+
+
+def _continental_reference(text: str) -> list[tuple[int, int]]:
+    """_CONTINENTAL tried at every character, a match kept when its street noun fits."""
+    out, p = [], 0
+    while p < len(text):
+        m = addresses._CONTINENTAL.match(text, p)
+        if m and m.group(1).lower().endswith(addresses._CONTINENTAL_NOUNS):
+            before = addresses._CAP_BEFORE.search(text, max(0, m.start() - 40), m.start())
+            out.append((before.start(1) if before else m.start(), m.end()))
+            p = m.end()
+        else:
+            p += 1
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(_KEY_TEXTS)
+@example("task-sk-proj-AbCdEfGhIjKlMnOpQrStUvWx123 =sk-proj-AbCdEfGhIjKlMnOpQrStUvWx123 P.O. Box 12 born 1/2/1990")
+@example("Lager 3, 10115 Berlin Mitte 5 or Hauptstraße 5, 10115 Berlin; x.Weg 7 and Hans Georg-Conradi-Allee 27")
+def test_finders_with_their_own_starts_find_what_a_whole_scan_finds(text: str) -> None:
+    low = v.lower_same(text)
+    scan = Scan(text, low)
+    chunks = scan.chunks()
+    assert [m.span() for s, e in chunks for m in structured._KNOWN_KEYS.finditer(text, s, e)] == [
+        m.span() for s, e in chunks for m in _KEYS_LOOKING_BEHIND_FIRST.finditer(text, s, e)
+    ]
+    t = structured.Text(text, low, scan, None)
+    assert [f[:2] for f in structured._macs(t)] == [m.span() for s, e in chunks for m in structured._MAC.finditer(text, s, e)]
+    if low is not None:
+        assert _spans(matches_from(text, addresses._PO_BOX, addresses._po_box_starts(low))) == _spans(addresses._PO_BOX.finditer(text))
+        assert _spans(matches_from(text, structured._DOB, structured._dob_starts(low))) == _spans(structured._DOB.finditer(text))
+    assert list(addresses._continental(scan)) == _continental_reference(text)
 
 
 def test_the_byte_map_has_one_byte_per_character_and_the_sentinel() -> None:

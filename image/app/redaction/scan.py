@@ -185,8 +185,8 @@ class Scan:
         return _all(self.map, (b" 0", b"\t0"))
 
     def dotted_digits(self) -> list[int]:
-        """Ascending offsets of every digit run that a dot and a digit follow ("1.2", "10.0"):
-        where an IPv4 address can start (a superset: re checks the rest)."""
+        """Ascending offsets of up to three digits that a dot and a digit follow ("1.2", "10.0"):
+        where an IPv4 address can start (a superset: re checks the rest, the look-behind too)."""
         text = self.text
         out = []
         for last in offsets(self.map, b"0.0", -1):  # the run's last digit

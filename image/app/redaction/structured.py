@@ -11,9 +11,9 @@ pattern starting with a look-behind is tried at every character. Cheap substring
 "://", birth words) skip whole passes. Patterns that still have no cheap first
 character are only tried where they can start (validators.matches_at/matches_from): where a
 keyword is (str.find: "ssn", "born", "api"...), inside the long whitespace-free runs (keys, tokens,
-MAC addresses: Scan.chunks), after an IPv6 colon hint, or at the offsets scan.Scan finds with
-literal searches in a one-byte-per-character class map (digit-run starts, "000-00-0000", "0.0",
-"AA00"), computed once per text and shared by the finders that read them.
+MAC addresses: Scan.chunks), after an IPv6 colon hint, or at the candidate starts (a superset)
+that scan.Scan finds in a one-byte-per-character class map (the literals "000-00-0000", "0.0",
+"AA00"; one bytes regex for cards, bare phones and numbered addresses), computed once per text.
 """
 
 from __future__ import annotations
@@ -69,8 +69,6 @@ class Covered:
         return end <= self._end
 
 
-# Keys, tokens and MAC addresses hold no whitespace and have at least 14 characters, so they are
-# only looked for inside such runs (Scan.chunks: a third of a dense text, a tenth of prose).
 
 # ---------------------------------------------------------------------------------------- email
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
@@ -352,8 +350,8 @@ _DOB = re.compile(
 _DOB_DATE = re.compile(_DATE, re.IGNORECASE)
 _DOB_KEYS = ("born", "dob", "d.o.b", "birth", "geboren", "né")
 # Where _DOB can start: these words (found with str.find, which skips ahead in C; a regex of
-# them is tried at every b, d, g and n) and "née le" (a regex: its spaces vary). No word occurs
-# inside another at a word start, so the union is what one alternation would find.
+# them is tried at every b, d, g and n) and "née le" (a regex: its spaces vary). Every
+# occurrence, overlapping ones too: a superset of the starts one alternation would find.
 _DOB_WORDS = ("born", "dob", "do.b", "d.o", "date", "birth", "geboren")
 _NEE_LE = re.compile(r"n[ée]e?\s+le")
 
@@ -392,22 +390,23 @@ def _url_creds(t: Text) -> Iterator[Finding]:
 
 
 # --------------------------------------------------------------------------------------- secret
-# Without a look-behind first (re would try it at every character of a run): every alternative
-# starts with a literal, so re only tries the letters they start with; _known_keys checks what
-# comes before. One alternative per first letter (sk- and sk_, gh_ github_ glpat-, ...): re tries
-# the alternatives of a group one by one.
+# One alternative per first letter (sk- and sk_, gh_ github_ glpat-, ...: re tries the
+# alternatives of a group one by one), each a literal and then the look-behind "no word character
+# or '-' before": re jumps to those letters, where a look-behind first would be tried at every
+# character of a run, and a look-behind checked after the whole key would read to the end of every
+# "sk-" or "eyJ" inside a long run first (quadratic on "task-task-...").
 _KNOWN_KEYS = re.compile(
     r"(?:"
-    r"s(?:k-(?:proj-|ant-(?:api\d\d-)?|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}|k_(?:live|test)_[A-Za-z0-9]{16,})"
-    r"|rk_(?:live|test)_[A-Za-z0-9]{16,}"
-    r"|p(?:k_(?:live|test)_[A-Za-z0-9]{16,}|ypi-AgE[A-Za-z0-9_-]{50,})"
-    r"|g(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,}|lpat-[A-Za-z0-9_-]{20,})"
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|A(?:(?:KIA|SIA|GPA|IDA|ROA)[A-Z0-9]{16}|Iza[0-9A-Za-z_-]{35})"
-    r"|hf_[A-Za-z0-9]{30,}"
-    r"|n(?:pm_[A-Za-z0-9]{36}|vapi-[A-Za-z0-9_-]{30,})"
-    r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
-    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r"s(?<![\w-]s)(?:k-(?:proj-|ant-(?:api\d\d-)?|live-|test-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}|k_(?:live|test)_[A-Za-z0-9]{16,})"
+    r"|r(?<![\w-]r)k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|p(?<![\w-]p)(?:k_(?:live|test)_[A-Za-z0-9]{16,}|ypi-AgE[A-Za-z0-9_-]{50,})"
+    r"|g(?<![\w-]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,}|lpat-[A-Za-z0-9_-]{20,})"
+    r"|x(?<![\w-]x)ox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|A(?<![\w-]A)(?:(?:KIA|SIA|GPA|IDA|ROA)[A-Z0-9]{16}|Iza[0-9A-Za-z_-]{35})"
+    r"|h(?<![\w-]h)f_[A-Za-z0-9]{30,}"
+    r"|n(?<![\w-]n)(?:pm_[A-Za-z0-9]{36}|vapi-[A-Za-z0-9_-]{30,})"
+    r"|S(?<![\w-]S)G\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
+    r"|e(?<![\w-]e)yJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
     r")(?![\w-])"
 )
 # key = value / "token": "value" -- the value is a secret whatever its shape (a password).
@@ -440,7 +439,7 @@ def _secrets(t: Text) -> Iterator[Finding]:
     for s, e in t.scan.chunks():
         keys: list[tuple[int, int]] = []
         if e - s >= _KNOWN_KEY_MIN:
-            for m in _known_keys(text, s, e):
+            for m in _KNOWN_KEYS.finditer(text, s, e):
                 keys.append(m.span())
                 yield m.start(), m.end(), "SECRET"
         if e - s < _TOKEN_MIN:
@@ -459,21 +458,6 @@ def _secrets(t: Text) -> Iterator[Finding]:
                 yield a, b, "SECRET"
     if t.low is None or any(k in t.low for k in _ASSIGNED_KEYS):
         yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
-
-
-def _known_keys(text: str, start: int, end: int) -> Iterator[re.Match[str]]:
-    """The _KNOWN_KEYS matches in text[start:end] that no word character or "-" precedes: what
-    finditer would give with the look-behind `(?<![\\w-])` in front (a rejected match only moves
-    the search one character on, as re would)."""
-    search = _KNOWN_KEYS.search
-    m = search(text, start, end)
-    while m is not None:
-        at = m.start()
-        if at > start and (text[at - 1].isalnum() or text[at - 1] in "_-"):
-            m = search(text, at + 1, end)
-        else:
-            yield m
-            m = search(text, m.end(), end)
 
 
 def _assigned(text: str, found: Iterator[re.Match[str]]) -> Iterator[Finding]:
@@ -517,6 +501,8 @@ FINDERS: dict[str, Callable[[Text], Iterator[Finding]]] = {
     "SECRET": _secrets,
     "ADDRESS": lambda t: find_addresses(t.scan),
 }
+
+
 def find_structured(text: str, entities: frozenset[str], skip_contained: bool = True) -> list[Finding]:
     """Every candidate finding of the selected structured entities (overlaps not yet resolved).
     skip_contained: leave out candidates inside a found one that outranks them (Covered); off when

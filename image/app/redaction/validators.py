@@ -149,13 +149,9 @@ def lower_same(text: str) -> str | None:
     return low if len(low) == len(text) else None
 
 
-def matches_at(
-    text: str, rx: re.Pattern[str], words: Iterable[str] | re.Pattern[str], haystack: str | None = None
-) -> Iterator[re.Match[str]]:
+def matches_at(text: str, rx: re.Pattern[str], words: Iterable[str], haystack: str | None = None) -> Iterator[re.Match[str]]:
     """What rx.finditer(text) yields (left to right, non-overlapping), for a pattern whose every
     match starts where one of `words` occurs in haystack (text itself, or its lower_same copy).
-    `words` may be a compiled alternation of words that never occur inside one another: one
-    regex pass with a literal first character costs less than a str.find pass per word.
 
     Why: a pattern that starts with \\b, a look-behind or a case-insensitive alternation gives re
     no first character to jump to, so finditer tries it at every character of the text; str.find
@@ -163,20 +159,15 @@ def matches_at(
     """
     hay = text if haystack is None else haystack
     starts: set[int] = set()
-    if isinstance(words, re.Pattern):
-        starts.update(m.start() for m in words.finditer(hay))
-    else:
-        for w in words:
-            i = hay.find(w)
-            while i != -1:
-                starts.add(i)
-                i = hay.find(w, i + 1)
+    for w in words:
+        i = hay.find(w)
+        while i != -1:
+            starts.add(i)
+            i = hay.find(w, i + 1)
     return matches_from(text, rx, sorted(starts))
 
 
-def matches_at_lower(
-    text: str, low: str | None, rx: re.Pattern[str], words: Iterable[str] | re.Pattern[str]
-) -> Iterator[re.Match[str]]:
+def matches_at_lower(text: str, low: str | None, rx: re.Pattern[str], words: Iterable[str]) -> Iterator[re.Match[str]]:
     """matches_at with lower-case `words` found in `low` (lower_same(text)); without that copy
     (lowering would shift offsets) rx is tried everywhere, as finditer does."""
     return rx.finditer(text) if low is None else matches_at(text, rx, words, low)
