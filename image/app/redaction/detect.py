@@ -66,7 +66,7 @@ class Detector:
 
     def _detect_many(self, texts: Sequence[str]) -> list[list[Span]]:
         # An allowlisted outer span is dropped later: then what lies inside it must still be found.
-        candidates = [find_structured(t, self.entities, skip_contained=not self.allowlist) for t in texts]
+        candidates = find_structured(texts, self.entities, skip_contained=not self.allowlist)
         if self._names is not None:
             # NER reads the texts with the structured values blanked out: their capitalised words
             # (street and city names, e-mail users) are not people and would only cost NER time.
