@@ -217,6 +217,13 @@ def test_spans_are_in_bounds_sorted_disjoint_and_exact(text: str) -> None:
         prev_end = s.end
 
 
+def test_keywords_spelled_with_letters_re_folds_are_still_keywords() -> None:
+    # re's IGNORECASE matches "ı" (dotless i) with "i" and "ſ" (long s) with "s"; str.lower keeps
+    # them, so the keyword search in the lower-case copy must fold them too.
+    assert found("Bırthdate 01/02/1990, thanks", "DATE_OF_BIRTH") == ["01/02/1990"]
+    assert found("my ſſn 123456789 ok", "US_SSN") == ["123456789"]
+
+
 @pytest.mark.parametrize("text", ["465 wells road", "943 park road, Springfield, IL 62704", "12 main street"])
 def test_lower_case_street_is_covered_whole(text: str) -> None:
     assert found(f"send it to {text} please", "ADDRESS") == [text]

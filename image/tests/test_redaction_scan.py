@@ -28,7 +28,7 @@ _WORDS = st.sampled_from(
     ["sk-", "task-", "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx123", "xsk-proj-AbCdEfGhIjKlMnOpQrStUvWx123", "=",
      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27u", "AKIAIOSFODNN7EXAMPLE", "-",
      "P.O. Box 12", "PO Box 7", "post office box 9", "p", "box", "Box 4, 10115 Berlin Mitte", "born ",
-     "date of birth 1/2/1990", "DOB: 03/04/1985", "née le 4 mai 1970", "d.o.b. 1990-01-02", "le",
+     "date of birth 1/2/1990", "DOB: 03/04/1985", "B\u0131rthdate 01/02/1990", "\u017f", "née le 4 mai 1970", "d.o.b. 1990-01-02", "le",
      "00:1A:2B:3C:4D:5E", "001a.2b3c.4d5e", "fe80::1", "Hauptstraße 5", "x.Weg 5", "Allee\t7a",
      " ", "\n", ".", ",", "a", "1", "\u2019", "\u0130", "\u2003"]
 )

@@ -144,9 +144,16 @@ def trie_regex(words: list[str], fold: bool = True) -> str:
 
 def lower_same(text: str) -> str | None:
     """text.lower() when it keeps every offset (a few characters, e.g. "İ", lower to two): the
-    copy to str.find case-insensitive keywords in, or None when offsets would shift."""
+    copy to str.find case-insensitive keywords in, or None when offsets would shift. "ı"
+    (dotless i) and "ſ" (long s) become "i" and "s" in it: re's IGNORECASE matches them with
+    those letters ("Bırthdate" is a birth date to re), str.lower keeps them."""
     low = text.lower()
-    return low if len(low) == len(text) else None
+    if len(low) != len(text):
+        return None
+    return low.translate(_FOLD_AS_RE) if "ı" in low or "ſ" in low else low
+
+
+_FOLD_AS_RE = str.maketrans("ıſ", "is")
 
 
 def matches_at(text: str, rx: re.Pattern[str], words: Iterable[str], haystack: str | None = None) -> Iterator[re.Match[str]]:
