@@ -36,6 +36,7 @@ _BACKOFF_FIRST_S = 0.5
 # Below OpenSSH's default MaxSessions (10), leaving room for followed logs and download jobs.
 _MAX_CONCURRENT_COMMANDS = 6
 _BACKOFF_MAX_S = 8.0  # capped so a revived node is back within a probe or two
+_SESSION_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)  # a refused session, opened again (1.55 s in all)
 
 
 @dataclass(frozen=True)
@@ -184,10 +185,7 @@ class SSHNode:
             # sshd refuses more than MaxSessions (10 by default) channels on one connection: short
             # commands queue for a slot here instead (long-lived streams are not counted).
             async with self._command_slots:
-                # errors="replace": output cut at a byte offset (a job log read in pieces) can split a
-                # UTF-8 character; a strict decode would be a protocol error that drops the connection.
-                result = await asyncio.wait_for(conn.run(command, check=False, input=input, errors="replace"),
-                                                timeout=timeout)
+                result = await self._run_in_session(conn, command, input, started + timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise NodeTimeout(f"{self.name}: no answer within {timeout:g} s", node=self.name) from exc
         except asyncssh.ChannelOpenError as exc:  # the connection is fine; this one channel was refused
@@ -199,6 +197,25 @@ class SSHNode:
             raise NodeUnreachable(f"{self.name}: {self.last_error}", node=self.name) from exc
         return _finish(self.name, command, result.exit_status, _text(result.stdout), _text(result.stderr),
                        started, check)
+
+    @staticmethod
+    async def _run_in_session(conn: asyncssh.SSHClientConnection, command: str, input: str | None,
+                              deadline: float) -> asyncssh.SSHCompletedProcess:
+        """conn.run in a new session, opened again a few times if sshd refuses it: a busy sshd frees
+        a finished command's session slot a moment after the client sees it end, so a burst of
+        short commands can briefly find MaxSessions taken. Nothing ran on a refused session, so
+        opening it again cannot run the command twice."""
+        for delay in (*_SESSION_RETRY_DELAYS_S, None):
+            try:
+                # errors="replace": output cut at a byte offset (a job log read in pieces) can split a
+                # UTF-8 character; a strict decode would be a protocol error that drops the connection.
+                return await asyncio.wait_for(conn.run(command, check=False, input=input, errors="replace"),
+                                              timeout=max(0.001, deadline - time.monotonic()))
+            except asyncssh.ChannelOpenError:
+                if delay is None or time.monotonic() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield the command's output line by line as it arrives (stdout and stderr merged),
