@@ -114,6 +114,7 @@ class ServiceManager:
         self.pull_poll_s = pull_poll_s
         self._pulls: dict[str, service_pull.ImagePull] = {}  # by service: the latest pull not yet forgotten
         self._scan: tuple[float, list[sc.ServiceContainer]] | None = None
+        self._scan_generation = 0  # one more at each _forget_scans
         # (base_url, health path) -> (when the probe started, its answer: a task while it runs)
         self._health: dict[tuple[str, str], tuple[float, asyncio.Future[Health]]] = {}
         self._busy: set[str] = set()
@@ -136,8 +137,15 @@ class ServiceManager:
                 return []
             return sc.parse_list(node, result.stdout)
 
-        found = [c for per_node in await asyncio.gather(*map(on, self.pool.nodes)) for c in per_node]
-        self._scan = (time.monotonic(), found)
+        # A start or stop that ends while `docker ps` runs makes the list stale at once (a container
+        # `docker run` has just started would read "Created": failed); read the nodes again then,
+        # and never keep a stale list for the next callers.
+        for _ in range(3):
+            generation = self._scan_generation
+            found = [c for per_node in await asyncio.gather(*map(on, self.pool.nodes)) for c in per_node]
+            if generation == self._scan_generation:
+                self._scan = (time.monotonic(), found)
+                break
         return found
 
     def base_url(self, node: str, port: int) -> str:
@@ -229,6 +237,7 @@ class ServiceManager:
     def _forget_scans(self) -> None:
         """After a start or stop: the next endpoints() sees the nodes and the services as they are now."""
         self._scan = None
+        self._scan_generation += 1
         self._health.clear()
 
     # ------------------------------------------------------------------ operations

@@ -9,16 +9,24 @@ $SPARKSIM_STATE/run_seconds (both written on the node here)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
 from browser import screenshot
+from app import service_containers as sc
+from app.services import ServiceManager
+from app.services_catalog import load_services_catalog
+from app.settings import Settings
+from app.ssh import NodePool
 from conftest import free_port, sim_app, wait_until
 
 pytestmark = pytest.mark.integration
@@ -349,3 +357,41 @@ def test_a_pulled_image_whose_container_cannot_start_says_why(app, sim_cluster):
     assert "could not start service 'pull-badcmd'" in failed["detail"], failed["detail"]
     assert 'exec: "no-such-server": executable file not found' in failed["detail"], failed["detail"]
     assert app.post("/api/services/pull-badcmd/stop").status_code == 200
+
+
+def test_a_container_list_that_a_start_overtook_is_read_again(sim_cluster):
+    """A `docker ps` still on its way when a start or stop ends is stale: a container `docker run`
+    has just started reads "Created" there, which the services list would show as failed (a
+    rehearsal of CI saw it right after a pull). Such a list is read again, and not kept for later."""
+    settings = Settings.from_env(environ=sim_cluster.app_env())
+
+    async def scenario() -> tuple[int, int]:
+        pool = NodePool(settings)
+        async with httpx.AsyncClient() as http:
+            manager = ServiceManager(pool, load_services_catalog(settings), http, settings)
+            real_run, scans = pool.run, 0
+
+            async def run(node: str, command: str, **kwargs):  # the real node answers; we count
+                nonlocal scans
+                result = await real_run(node, command, **kwargs)
+                if command == sc.list_command():
+                    scans += 1
+                    if scans == 1:
+                        manager._forget_scans()  # what a start that ends now does
+                return result
+
+            pool.run = run
+            try:
+                await manager.containers()
+                after_first = scans
+                await manager.containers()  # within the cache's lifetime
+                return after_first, scans
+            finally:
+                await pool.close()
+
+    nodes = len(settings.nodes)
+    # In a thread of its own: the browser tests of this module leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        after_first, after_second = thread.submit(asyncio.run, scenario()).result()
+    assert after_first == 2 * nodes, "the list a start overtook must be read again"
+    assert after_second == after_first, "the list read again serves the next caller"
