@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -47,20 +48,25 @@ async def test_concurrent_commands_share_the_connection(sim_cluster):
         await pool.close()
 
 
-async def _take_every_session(node) -> list:
-    """Ten open sessions on the node's connection (sshd's MaxSessions): each printed a line and
-    waits on its stdin, so closing one ends its command and frees its slot."""
+@asynccontextmanager
+async def every_session_taken(cluster):
+    """spark2's node with ten open sessions on its connection (sshd's MaxSessions): each printed a
+    line and waits on its stdin, so closing one ends its command and frees its slot."""
+    pool = NodePool(settings_for(cluster))
+    node = pool.get("spark2")
     streams = [node.stream("echo up; read line") for _ in range(10)]
-    for stream in streams:
-        assert (await anext(stream)).strip() == "up"
-    return streams
+    try:
+        for stream in streams:
+            assert (await anext(stream)).strip() == "up"
+        yield node, streams
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        await pool.close()
 
 
 async def test_a_session_refused_at_max_sessions_is_opened_again_once_one_frees(sim_cluster):
-    pool = NodePool(settings_for(sim_cluster))
-    node = pool.get("spark2")
-    streams = await _take_every_session(node)
-    try:
+    async with every_session_taken(sim_cluster) as (node, streams):
         async def free_one_soon():
             await asyncio.sleep(0.3)
             await streams.pop().aclose()
@@ -69,25 +75,14 @@ async def test_a_session_refused_at_max_sessions_is_opened_again_once_one_frees(
         result = await node.run("echo ok")
         assert result.stdout.strip() == "ok"
         await freeing
-    finally:
-        for stream in streams:
-            await stream.aclose()
-        await pool.close()
 
 
 async def test_a_session_refused_for_good_names_max_sessions(sim_cluster):
-    pool = NodePool(settings_for(sim_cluster))
-    node = pool.get("spark2")
-    streams = await _take_every_session(node)
-    try:
+    async with every_session_taken(sim_cluster) as (node, _streams):
         t = time.monotonic()
         with pytest.raises(NodeUnreachable, match="MaxSessions"):
             await node.run("echo never")
         assert 1.0 < time.monotonic() - t < 10, "opened again for about 1.5 s, then the error"
-    finally:
-        for stream in streams:
-            await stream.aclose()
-        await pool.close()
 
 
 async def test_nonzero_exit_is_remote_command_failed_with_stderr(sim_cluster):
