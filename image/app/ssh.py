@@ -17,7 +17,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 import asyncssh
@@ -205,17 +205,20 @@ class SSHNode:
         a finished command's session slot a moment after the client sees it end, so a burst of
         short commands can briefly find MaxSessions taken. Nothing ran on a refused session, so
         opening it again cannot run the command twice."""
-        for delay in (*_SESSION_RETRY_DELAYS_S, None):
+        def attempt() -> Awaitable[asyncssh.SSHCompletedProcess]:
+            # errors="replace": output cut at a byte offset (a job log read in pieces) can split a
+            # UTF-8 character; a strict decode would be a protocol error that drops the connection.
+            return asyncio.wait_for(conn.run(command, check=False, input=input, errors="replace"),
+                                    timeout=max(0.001, deadline - time.monotonic()))
+
+        for delay in _SESSION_RETRY_DELAYS_S:
             try:
-                # errors="replace": output cut at a byte offset (a job log read in pieces) can split a
-                # UTF-8 character; a strict decode would be a protocol error that drops the connection.
-                return await asyncio.wait_for(conn.run(command, check=False, input=input, errors="replace"),
-                                              timeout=max(0.001, deadline - time.monotonic()))
+                return await attempt()
             except asyncssh.ChannelOpenError:
-                if delay is None or time.monotonic() + delay >= deadline:
+                if time.monotonic() + delay >= deadline:
                     raise
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return await attempt()
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield the command's output line by line as it arrives (stdout and stderr merged),

@@ -105,7 +105,7 @@ def test_finders_with_their_own_starts_find_what_a_whole_scan_finds(text: str) -
     assert [m.span() for s, e in chunks for m in structured._KNOWN_KEYS.finditer(text, s, e)] == [
         m.span() for s, e in chunks for m in _KEYS_LOOKING_BEHIND_FIRST.finditer(text, s, e)
     ]
-    t = structured.Text(text, low, scan, None)
+    t = structured.Text(scan, None)
     assert [f[:2] for f in structured._macs(t)] == [m.span() for s, e in chunks for m in structured._MAC.finditer(text, s, e)]
     if low is not None:
         assert _spans(matches_from(text, addresses._PO_BOX, addresses._po_box_starts(low))) == _spans(addresses._PO_BOX.finditer(text))
