@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 # sshd for the simulated Sparks (rsync: the node-to-node copy of downloaded weights); the system python3 runs sparksim's tools as the nodes' users;
 # iproute2 for network namespaces (blackholed nodes); procps for pkill; util-linux for unshare;
 # chromium for the dashboard tests (Playwright drives it; no browser download); python3-venv,
-# build-essential and cmake build llama.cpp for the simulated vLLM; espeak-ng and sox make the audio
+# build-essential and cmake build llama.cpp for the simulated vLLM; build-essential and python3-dev compile
+# the redaction detector (mypyc); espeak-ng and sox make the audio
 # tests' conversations (tests/audio_gen.py).
 APT_PACKAGES := openssh-server openssh-client rsync python3 python3-venv iproute2 procps util-linux chromium \
-                build-essential cmake espeak-ng sox
+                build-essential python3-dev cmake espeak-ng sox
 PYTEST_ARGS ?=
 # Two workers (pytest-xdist), a test file each at a time: most integration tests wait on timers
 # (a node blackholed, a pull followed), so two files share the cores well. PYTEST_WORKERS=0 runs
@@ -63,7 +64,9 @@ apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The redaction detector compiled with mypyc (app/redaction/native.py): a no-op when current.
 venv: $(VENV)/.installed
+	cd image && .venv/bin/python scripts/compile_native.py
 
 $(VENV)/.installed: image/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -115,7 +118,7 @@ test: apt venv
 	fi; \
 	cd image && .venv/bin/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
-test-unit: venv apt
+test-unit: apt venv
 	cd image && .venv/bin/python -m pytest $(XDIST) -m "not integration" $(PYTEST_ARGS)
 
 bench: bootstrap

@@ -329,6 +329,10 @@ def clean_venv(tmp_path_factory) -> Path:
                         "PIP_PREFIX", "PIP_USER")}
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
           str(context)], cwd=root, env=env, timeout=600)
+    # The Dockerfile's second build step: the redaction detector compiled into the installed package
+    # (by an interpreter of the same version that has mypy: the build stage's, here this one).
+    _run([sys.executable, str(context / "scripts" / "compile_native.py"), "--package-dir",
+          str(_site_packages(venv) / "app" / "redaction")], cwd=root, env=env, timeout=600)
     return venv
 
 
@@ -416,10 +420,13 @@ def _check_running_app(app: dict) -> None:
 
     # Imported from the venv's site-packages, never from image/ (cwd is elsewhere, no PYTHONPATH).
     where = _run([str(app["venv"] / "bin" / "python"), "-c",
-                  "import json, app.server, app.catalog; "
-                  "print(json.dumps([app.server.__file__, str(app.catalog.BUNDLED_MODELS_YAML)]))"],
+                  "import json, sys, app.server, app.catalog, app.redaction.detect; "
+                  "print(json.dumps([app.server.__file__, str(app.catalog.BUNDLED_MODELS_YAML), "
+                  "sys.modules['app.redaction.detection__mypyc'].__file__]))"],
                  cwd=app["workdir"], env=app["env"])
-    server_file, catalog_file = (Path(p).resolve() for p in json.loads(where.stdout))
+    server_file, catalog_file, detector_file = (Path(p).resolve() for p in json.loads(where.stdout))
+    assert detector_file.parent == site / "app" / "redaction" / "_native", \
+        f"the compiled redaction detector was loaded from {detector_file}"
     assert server_file.is_relative_to(site), f"app.server came from {server_file}, not {site}"
     assert catalog_file.is_relative_to(site) and catalog_file.is_file(), \
         f"the bundled catalog {catalog_file} is not package data inside {site}"

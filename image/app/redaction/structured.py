@@ -475,6 +475,11 @@ def _assigned(text: str, found: Iterator[re.Match[str]]) -> Iterator[Finding]:
             yield m.start(1), m.end(1), "SECRET"
 
 
+def _pem_body_end(text: str, pos: int) -> int:
+    m = _PEM_BODY.match(text, pos)  # a body may be empty: never None
+    return pos if m is None else m.end()
+
+
 def _pem_blocks(text: str) -> Iterator[Finding]:
     pos = 0
     while True:
@@ -482,11 +487,12 @@ def _pem_blocks(text: str) -> Iterator[Finding]:
         if b is None:
             return
         e = _PEM_END.search(text, b.end())
-        if e is not None and _PEM_BODY.match(text, b.end()).end() >= e.start():
+        body_end = _pem_body_end(text, b.end())
+        if e is not None and body_end >= e.start():
             end = e.end()
         else:
             # A truncated key (no END) is still a key: cover its base64 body (fail closed).
-            end = _PEM_BODY.match(text, b.end()).end()
+            end = body_end
             while end > b.end() and text[end - 1].isspace():
                 end -= 1
         yield b.start(), end, "SECRET"
