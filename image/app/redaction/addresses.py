@@ -115,6 +115,10 @@ _CONTINENTAL_NOUNS = (
 
 
 _LONGEST_NOUN = max(map(len, _CONTINENTAL_NOUNS))
+# The last two characters of each noun, lower case: the word before a number must end with one
+# of them. A set look-up rejects almost every number in prose ("card 4111", "Suite 811") before
+# the 19-suffix endswith.
+_NOUN_ENDS = frozenset(noun[-2:] for noun in _CONTINENTAL_NOUNS)
 _CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜ")  # _CONTINENTAL's first character
 
 
@@ -132,7 +136,7 @@ def _continental(scan: Scan) -> Iterator[tuple[int, int]]:
         if end <= done:
             continue
         if low is not None:
-            if not low.endswith(_CONTINENTAL_NOUNS, 0, end):
+            if low[end - 2 : end] not in _NOUN_ENDS or not low.endswith(_CONTINENTAL_NOUNS, 0, end):
                 continue
         elif not text[max(0, end - _LONGEST_NOUN) : end].lower().endswith(_CONTINENTAL_NOUNS):
             continue

@@ -112,18 +112,39 @@ _KEEP = " \t-.:+/(),"
 # The three digit-first patterns of structured.py and addresses.py (a numbered street address, a
 # card number, a phone without a prefix) as they read in the map, up to their look-ahead, in one
 # pass: re jumps to each "0" (a literal), and at each digit-run start decides in C which of them
-# can start there (an empty group each); a run where none can fails the last condition and never
-# reaches Python. Before, each text pattern was tried from Python at every digit run (0.2 µs a
-# call before it reads a character). Each accepts a superset of its pattern's starts (any two
-# letters for an ordinal, any letter for A-Z); re then checks the text there.
+# can start there; a run where none can fails and never reaches Python. Before, each text pattern
+# was tried from Python at every digit run (0.2 µs a call before it reads a character). Each
+# accepts a superset of its pattern's starts (any two letters for an ordinal, any letter for
+# A-Z); re then checks the text there.
+_ADDRESS_AHEAD = rb"(?<!-0)(?=0{0,5}+[aA]?(?:-0{1,6}+[aA]?)?,?[ \t]++(?:[aA]|0{1,3}[aA]{2}))"
+_CARD_AHEAD = rb"(?<![.+-]0)(?=(?:[ -]?0){11})"
+_PHONE_AHEAD = rb"(?<![+/.:-]0)(?=(?:[ \t\n().+-]{0,3}0){6})"
+# Which of them can start is the one empty group that matched (m.lastindex, an int: reading all
+# groups' spans built 5 tuples a match); each look-ahead is tried once on every path.
 _DIGIT_FIRST = re.compile(
-    rb"0(?<![aA0]0)"
-    rb"(?:(?<!-0)(?=0{0,5}+[aA]?(?:-0{1,6}+[aA]?)?,?[ \t]++(?:[aA]|0{1,3}[aA]{2}))(?P<address>)|)"
-    rb"(?:(?<![.+-]0)(?=(?:[ -]?0){11})(?P<card>)|)"
-    rb"(?:(?<![+/.:-]0)(?=(?:[ \t\n().+-]{0,3}0){6})(?P<phone>)|)"
-    rb"(?(address)|(?(card)|(?(phone)|(?!))))"
+    rb"0(?<![aA0]0)(?:"
+    + _ADDRESS_AHEAD + rb"(?:" + _CARD_AHEAD + rb"(?:" + _PHONE_AHEAD + rb"()|())|" + _PHONE_AHEAD + rb"()|())"
+    + rb"|" + _CARD_AHEAD + rb"(?:" + _PHONE_AHEAD + rb"()|())"
+    + rb"|" + _PHONE_AHEAD + rb"())"
 )
-_LONG_RUN = 14  # keys, tokens and MAC addresses have at least this many characters
+# (address, card, phone) by the index of the group that matched.
+_DIGIT_FIRST_KINDS = (
+    (False, False, False),
+    (True, True, True), (True, True, False), (True, False, True), (True, False, False),
+    (False, True, True), (False, True, False),
+    (False, False, True),
+)
+_LONG_RUN = 14  # keys and tokens have at least this many characters
+# A MAC address in the hex map (hex digit "h", the separators as themselves, else " "): six pairs
+# joined by ":" or "-", or three quads joined by ".".
+_MAC_NEEDLES = (b"hh:hh:hh:hh:hh:hh", b"hh-hh-hh-hh-hh-hh", b"hhhh.hhhh.hhhh")
+
+
+@cache
+def _hex_table() -> bytes:
+    return bytes(
+        ord("h") if chr(b) in "0123456789abcdefABCDEF" else b if chr(b) in ":-." else ord(" ") for b in range(256)
+    )
 _LONG_RUN_AFTER_BLANK = b" " + b"x" * _LONG_RUN
 _POSTCODE = re.compile(rb"A(?<![a0A-]A)A?0")  # literal first: re jumps to each "A"
 
@@ -158,12 +179,13 @@ class Scan:
             card: list[int] = []
             phone: list[int] = []
             for m in _DIGIT_FIRST.finditer(self.map):
-                at, regs = m.start() - 1, m.regs  # - 1: the sentinel
-                if regs[1][0] != -1:
+                at = m.start() - 1  # - 1: the sentinel
+                is_address, is_card, is_phone = _DIGIT_FIRST_KINDS[m.lastindex or 0]
+                if is_address:
                     address.append(at)
-                if regs[2][0] != -1:
+                if is_card:
                     card.append(at)
-                if regs[3][0] != -1:
+                if is_phone:
                     phone.append(at)
             self._digit_starts = (address, card, phone)
         return self._digit_starts
@@ -205,6 +227,13 @@ class Scan:
         """Offsets of two capitals A-Z then two decimal digits, wherever they are: where an IBAN
         ("DE89 ...") can start."""
         return offsets(self.map, b"AA00", -1)
+
+    def mac_shaped(self) -> list[int]:
+        """Offsets of six hex pairs joined by ":" or by "-", or three hex quads joined by ".":
+        where a MAC address can start (a superset: re checks what comes before and after). A
+        match is never inside another such shape (a hex digit or a separator before it fails
+        the MAC's look-behind), so the non-overlapping occurrences list every start."""
+        return _all(self._translate(_hex_table()), _MAC_NEEDLES, -1)
 
     def capitals_then_digit_after_gap(self) -> list[int]:
         """Offsets of a capital that follows neither a word character nor "-", then at most one

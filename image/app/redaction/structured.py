@@ -10,10 +10,11 @@ with a look-behind placed after it (`\d(?<![\w-]\d)`): re jumps to candidates fo
 pattern starting with a look-behind is tried at every character. Cheap substring gates ("@",
 "://", birth words) skip whole passes. Patterns that still have no cheap first
 character are only tried where they can start (validators.matches_at/matches_from): where a
-keyword is (str.find: "ssn", "born", "api"...), inside the long whitespace-free runs (keys, tokens,
-MAC addresses: Scan.chunks), after an IPv6 colon hint, or at the candidate starts (a superset)
-that scan.Scan finds in a one-byte-per-character class map (the literals "000-00-0000", "0.0",
-"AA00"; one bytes regex for cards, bare phones and numbered addresses), computed once per text.
+keyword is (str.find: "ssn", "born", "api"...), inside the long whitespace-free runs (keys and
+tokens: Scan.chunks), after an IPv6 colon hint, or at the candidate starts (a superset) that
+scan.Scan finds in a one-byte-per-character class map (the literals "000-00-0000", "0.0", "AA00";
+one bytes regex for cards, bare phones and numbered addresses) or a hex map (MAC addresses),
+computed once per text.
 """
 
 from __future__ import annotations
@@ -327,14 +328,10 @@ _MAC = re.compile(
 
 
 def _macs(t: Text) -> Iterator[Finding]:
-    text = t.text
-    count = text.count
-    for s, e in t.scan.chunks():  # a MAC address is 14 or 17 characters without whitespace
-        # and holds five ":" or five "-" or two "." (str.count runs in C; the regex is tried at
-        # every hex digit of a run: most runs are URLs, keys and e-mail addresses).
-        if count(":", s, e) >= 5 or count("-", s, e) >= 5 or count(".", s, e) >= 2:
-            for m in _MAC.finditer(text, s, e):
-                yield m.start(), m.end(), "MAC_ADDRESS"
+    # Tried only where the hex shape is (scan.Scan.mac_shaped: three bytes.split calls), not at
+    # every hex digit of every run without blanks (URLs, keys, e-mail addresses).
+    for m in v.matches_from(t.text, _MAC, t.scan.mac_shaped()):
+        yield m.start(), m.end(), "MAC_ADDRESS"
 
 
 # -------------------------------------------------------------------------------- date of birth
