@@ -29,7 +29,7 @@ _WORDS = st.sampled_from(
      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27u", "AKIAIOSFODNN7EXAMPLE", "-",
      "P.O. Box 12", "PO Box 7", "post office box 9", "p", "box", "Box 4, 10115 Berlin Mitte", "born ",
      "date of birth 1/2/1990", "DOB: 03/04/1985", "B\u0131rthdate 01/02/1990", "\u017f", "née le 4 mai 1970", "d.o.b. 1990-01-02", "le",
-     "00:1A:2B:3C:4D:5E", "001a.2b3c.4d5e", "0a-1B-2c-3D-4e-5F", ":1a", "-7f", ".beef", "fe80::1", "Hauptstraße 5", "x.Weg 5", "Allee\t7a",
+     "00:1A:2B:3C:4D:5E", "001a.2b3c.4d5e", "0a-1B-2c-3D-4e-5F", ":1a", "-7f", ".beef", "aB3dE5gH7jK9mN1pQ3", "+/=", "x_y", "\u0663", "ª", "²", "fe80::1", "Hauptstraße 5", "x.Weg 5", "Allee\t7a",
      " ", "\n", ".", ",", "a", "1", "\u2019", "\u0130", "\u2003"]
 )
 _KEY_TEXTS = st.lists(_WORDS, max_size=30).map("".join)
@@ -106,6 +106,7 @@ def test_finders_with_their_own_starts_find_what_a_whole_scan_finds(text: str) -
     assert [m.span() for s, e in chunks for m in structured._KNOWN_KEYS.finditer(text, s, e)] == [
         m.span() for s, e in chunks for m in _KEYS_LOOKING_BEHIND_FIRST.finditer(text, s, e)
     ]
+    assert _spans(matches_from(text, structured._TOKEN, scan.token_starts())) == _spans(structured._TOKEN.finditer(text))
     t = structured.Text(scan, None)
     assert [f[:2] for f in structured._macs(t)] == [m.span() for m in structured._MAC.finditer(text)]
     if low is not None:
@@ -126,3 +127,46 @@ def test_a_street_after_a_city_tail_is_still_found() -> None:
     # after it must not be lost in its tail.
     spans = Detector(ner=False).detect("Abholung: Lager 3, 10115 Berlin Hauptstraße 5 bitte")
     assert any("Hauptstraße 5" in s.text and s.entity == "ADDRESS" for s in spans), spans
+
+
+# ---------------------------------------------------------------------------- looks_random
+# The rules as they read before the one-pass version: str methods, the camel-word regex, Counter.
+_CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+def _looks_random_reference(token: str) -> bool:
+    import math
+    from collections import Counter
+
+    if len(token) < 24 or token.lower() == token or token.upper() == token:
+        return False
+    if sum(map(token.count, "0123456789")) < 2:
+        return False
+    words = _CAMEL_WORD.findall(token)
+    if words and sum(map(len, words)) / len(words) >= 3.5:
+        return False
+    n = len(token)
+    return math.log2(n) - sum(c * math.log2(c) for c in Counter(token).values()) / n >= 3.8
+
+
+_TOKEN_CHARS = st.sampled_from(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=-")
+                               + ["ABC", "abc", "Abc", "aB", "12", "Ab1", "XYZw"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_TOKEN_CHARS, min_size=8, max_size=120).map("".join))
+@example("sk-WwTKrldIduUqMVx8VmVPymcL1eJSLARXJR6BaH9ANKAw6p5A")  # a key: random
+@example("ProxyFactoryBeanDefinitionRegistry42x")  # an identifier: camel words too long
+@example("getUserByIdAndOrganisationName2")
+@example("ABCdefGHIjklMNOpqrSTUvwx12YZ")
+def test_looks_random_keeps_its_rules(token: str) -> None:
+    assert v.looks_random(token) == _looks_random_reference(token)
+
+
+def test_looks_random_on_the_corpus_tokens() -> None:
+    keys = ["AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "ghp_k8Jz2QmX7pLw4NvR9tYb3HcF6sDa1GeU0iOq",
+            "glpat-" + "xY9z" * 6, "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0", "snake_case_identifier_name_2024_v2",
+            "QmFzZTY0IGVuY29kZWQgdGV4dCBoZXJlIDEyMw==", "ThisIsAVeryLongCamelCaseClassName2Factory"]
+    assert [v.looks_random(k) for k in keys] == [_looks_random_reference(k) for k in keys]
+    assert v.looks_random(keys[1]) and not v.looks_random(keys[3]) and not v.looks_random(keys[4])
+    assert not v.looks_random("é" + keys[1])  # not ASCII: never a _TOKEN match, not judged

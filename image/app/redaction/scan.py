@@ -140,6 +140,19 @@ _LONG_RUN = 14  # keys and tokens have at least this many characters
 _MAC_NEEDLES = (b"hh:hh:hh:hh:hh:hh", b"hh-hh-hh-hh-hh-hh", b"hhhh.hhhh.hhhh")
 
 
+# A token (structured._TOKEN: 24-512 of [A-Za-z0-9_+/=-]) in the token map: "t" for those
+# characters, "w" for any other word character, " " for the rest (the sentinel too).
+_TOKEN_AFTER_GAP = b" " + b"t" * 24
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=-")
+
+
+@cache
+def _token_table() -> bytes:
+    return bytes(
+        ord("t") if chr(b) in _TOKEN_CHARS else ord("w") if chr(b).isalnum() else ord(" ") for b in range(256)
+    )
+
+
 @cache
 def _hex_table() -> bytes:
     return bytes(
@@ -234,6 +247,13 @@ class Scan:
         match is never inside another such shape (a hex digit or a separator before it fails
         the MAC's look-behind), so the non-overlapping occurrences list every start."""
         return _all(self._translate(_hex_table()), _MAC_NEEDLES, -1)
+
+    def token_starts(self) -> list[int]:
+        """Offsets of 24 token characters ([A-Za-z0-9_+/=-]) after a character that is neither
+        one nor another word character (or after the start): where a random token can start (a
+        superset: a non-ASCII digit's stand-in reads as a token character; re checks it). A start
+        is never inside another occurrence (a token character precedes it there)."""
+        return offsets(self._translate(_token_table()), _TOKEN_AFTER_GAP)
 
     def capitals_then_digit_after_gap(self) -> list[int]:
         """Offsets of a capital that follows neither a word character nor "-", then at most one

@@ -420,7 +420,6 @@ _ASSIGNED = re.compile(
     r"[\"']?(?:\s*[:=]\s*|\s+)[\"']?([^\s\"',;]{8,200}+)"
 )
 _KNOWN_KEY_MIN = 15  # the shortest _KNOWN_KEYS match: "xox" + "b-" + 10
-_TOKEN_MIN = 24  # the shortest _TOKEN match
 _ASSIGNED_KEYS = ("key", "secret", "token", "pass", "pwd", "bearer")
 # where _ASSIGNED can start (api_key, apikey, access_token, auth_token, client_secret, private_key...)
 _ASSIGNED_STARTS = ("api", "secret", "access", "auth", "token", "pass", "pwd", "client", "private", "bearer")
@@ -437,29 +436,27 @@ def _secrets(t: Text) -> Iterator[Finding]:
     # of 64-character tokens. Skipping is only a saving, never a change: the spans merge anyway.
     pem = list(_pem_blocks(text)) if "PRIVATE KEY" in text else []
     yield from pem
-    p = 0  # the first PEM block that does not end before the current run
-    # A known key or a random token holds no whitespace: the regexes read only the long runs
-    # (searching a run as if it were the whole text is exact: what borders it is whitespace).
+    # A known key holds no whitespace: its regex reads only the long runs (searching a run as if
+    # it were the whole text is exact: what borders it is whitespace).
+    keys: list[tuple[int, int]] = []
     for s, e in t.scan.chunks():
-        keys: list[tuple[int, int]] = []
         if e - s >= _KNOWN_KEY_MIN:
             for m in _KNOWN_KEYS.finditer(text, s, e):
                 keys.append(m.span())
                 yield m.start(), m.end(), "SECRET"
-        if e - s < _TOKEN_MIN:
-            continue
-        while p < len(pem) and pem[p][1] <= s:
+    # A token is tried only where 24 token characters follow a character that cannot precede
+    # one (scan.Scan.token_starts), not at every character of every run.
+    p = k = 0  # tokens, PEM blocks and keys all ascend: one pointer each keeps this linear
+    for m in v.matches_from(text, _TOKEN, t.scan.token_starts()):
+        a, b = m.span()
+        while p < len(pem) and pem[p][1] <= a:
             p += 1
-        ps, pe = pem[p][:2] if p < len(pem) else (e, e)
-        k = 0  # tokens and keys both ascend: one pointer keeps a run of many keys linear
-        for m in _TOKEN.finditer(text, s, e):
-            a, b = m.span()
-            while k < len(keys) and keys[k][1] <= a:
-                k += 1
-            if ps <= a and b <= pe or k < len(keys) and keys[k][0] <= a and b <= keys[k][1]:
-                continue
-            if v.looks_random(m.group(0)):
-                yield a, b, "SECRET"
+        while k < len(keys) and keys[k][1] <= a:
+            k += 1
+        if p < len(pem) and pem[p][0] <= a and b <= pem[p][1] or k < len(keys) and keys[k][0] <= a and b <= keys[k][1]:
+            continue
+        if v.looks_random(m.group(0)):
+            yield a, b, "SECRET"
     if t.low is None or any(k in t.low for k in _ASSIGNED_KEYS):
         yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
 
