@@ -9,7 +9,7 @@ reaches for the tail (", Mountain View, CA 94043") and covers it in the same spa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .scan import Scan
 from .validators import lower_same, matches_at, matches_from, trie_regex
@@ -222,7 +222,7 @@ def find_addresses(source: str | Scan) -> Iterator[tuple[int, int, str]]:
         i = j
 
 
-def _bounded(text: str, found: Iterator[re.Match[str]]) -> Iterator[tuple[int, int]]:
+def _bounded(text: str, found: Iterable[re.Match[str]]) -> Iterator[tuple[int, int]]:
     for m in found:
         if m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "_-"):
             yield m.start(), m.end()

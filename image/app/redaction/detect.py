@@ -87,7 +87,7 @@ class Detector:
         cluster: list[tuple[int, int, str]] = []
         end = -1
         allow = self.allowlist
-        for c in sorted(set(cands)):
+        for c in sorted(cands):  # an exact duplicate joins its twin's cluster: same span
             if c[0] >= c[1] or (allow and text[c[0] : c[1]].strip().casefold() in allow):
                 continue
             if cluster and c[0] >= end:

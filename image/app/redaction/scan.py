@@ -217,7 +217,8 @@ class Scan:
 
     def digits_after_blank(self) -> list[int]:
         """Ascending offsets of every digit right after a space or a tab ("Hauptstraße 5")."""
-        return _all(self.map, (b" 0", b"\t0"))
+        hay = self.map
+        return _all(hay, (b" 0", b"\t0")) if b"\t" in hay else offsets(hay, b" 0")  # memchr first: tabs are rare
 
     def dotted_digits(self) -> list[int]:
         """Ascending offsets of up to three digits that a dot and a digit follow ("1.2", "10.0"):
@@ -252,8 +253,22 @@ class Scan:
         """Offsets of 24 token characters ([A-Za-z0-9_+/=-]) after a character that is neither
         one nor another word character (or after the start): where a random token can start (a
         superset: a non-ASCII digit's stand-in reads as a token character; re checks it). A start
-        is never inside another occurrence (a token character precedes it there)."""
-        return offsets(self._translate(_token_table()), _TOKEN_AFTER_GAP)
+        is never inside another occurrence (a token character precedes it there).
+
+        Looked for only in the runs without blanks of 24 characters or more (chunks), which hold
+        every token: the needle is mostly "t", which the search cannot skip over (a whole-map
+        search cost as much as the chunks themselves)."""
+        hay = self._translate(_token_table())
+        find = hay.find
+        out: list[int] = []
+        for start, end in self.chunks():
+            if end - start >= len(_TOKEN_AFTER_GAP) - 1:
+                # hay[start] is the blank before the run (the map is one sentinel byte ahead)
+                at = find(_TOKEN_AFTER_GAP, start, end + 1)
+                while at != -1:
+                    out.append(at)
+                    at = find(_TOKEN_AFTER_GAP, at + len(_TOKEN_AFTER_GAP), end + 1)
+        return out
 
     def capitals_then_digit_after_gap(self) -> list[int]:
         """Offsets of a capital that follows neither a word character nor "-", then at most one

@@ -20,7 +20,7 @@ computed once per text.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import validators as v
@@ -461,7 +461,7 @@ def _secrets(t: Text) -> Iterator[Finding]:
         yield from _assigned(text, v.matches_at_lower(text, t.low, _ASSIGNED, _ASSIGNED_STARTS))
 
 
-def _assigned(text: str, found: Iterator[re.Match[str]]) -> Iterator[Finding]:
+def _assigned(text: str, found: Iterable[re.Match[str]]) -> Iterator[Finding]:
     for m in found:
         val = m.group(1)
         # "password: required" is prose; a secret value has a digit, a symbol or mixed case.

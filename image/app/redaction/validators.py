@@ -174,7 +174,7 @@ def lower_same(text: str) -> str | None:
 _FOLD_AS_RE = str.maketrans("ıſ", "is")
 
 
-def matches_at(text: str, rx: re.Pattern[str], words: Iterable[str], haystack: str | None = None) -> Iterator[re.Match[str]]:
+def matches_at(text: str, rx: re.Pattern[str], words: Iterable[str], haystack: str | None = None) -> list[re.Match[str]]:
     """What rx.finditer(text) yields (left to right, non-overlapping), for a pattern whose every
     match starts where one of `words` occurs in haystack (text itself, or its lower_same copy).
 
@@ -192,15 +192,17 @@ def matches_at(text: str, rx: re.Pattern[str], words: Iterable[str], haystack: s
     return matches_from(text, rx, sorted(starts))
 
 
-def matches_at_lower(text: str, low: str | None, rx: re.Pattern[str], words: Iterable[str]) -> Iterator[re.Match[str]]:
+def matches_at_lower(text: str, low: str | None, rx: re.Pattern[str], words: Iterable[str]) -> Iterable[re.Match[str]]:
     """matches_at with lower-case `words` found in `low` (lower_same(text)); without that copy
     (lowering would shift offsets) rx is tried everywhere, as finditer does."""
     return rx.finditer(text) if low is None else matches_at(text, rx, words, low)
 
 
-def matches_from(text: str, rx: re.Pattern[str], starts: Iterable[int]) -> Iterator[re.Match[str]]:
+def matches_from(text: str, rx: re.Pattern[str], starts: Iterable[int]) -> list[re.Match[str]]:
     """What rx.finditer(text) yields, for a pattern whose every match starts at one of `starts`
-    (ascending): rx is tried there only, and not inside a match already yielded."""
+    (ascending): rx is tried there only, and not inside a match already found. A list, not a
+    generator: most calls find none or one, and a compiled generator costs more to make."""
+    found: list[re.Match[str]] = []
     end = 0
     match = rx.match
     for s in starts:
@@ -208,5 +210,6 @@ def matches_from(text: str, rx: re.Pattern[str], starts: Iterable[int]) -> Itera
             continue
         m = match(text, s)
         if m is not None:
-            yield m
+            found.append(m)
             end = max(m.end(), s + 1)
+    return found
