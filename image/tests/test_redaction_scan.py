@@ -170,3 +170,33 @@ def test_looks_random_on_the_corpus_tokens() -> None:
     assert [v.looks_random(k) for k in keys] == [_looks_random_reference(k) for k in keys]
     assert v.looks_random(keys[1]) and not v.looks_random(keys[3]) and not v.looks_random(keys[4])
     assert not v.looks_random("é" + keys[1])  # not ASCII: never a _TOKEN match, not judged
+
+
+# ---------------------------------------------------------------------------------- ipv6_ok
+def _ipv6_by_ipaddress(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_IPV6_PIECES = st.sampled_from(["::", ":", "0", "1", "ff", "FFFF", "abcd", "12345", "g", "1.2.3.4", "255.255.255.255",
+                                "01.2.3.4", "256.1.1.1", "1.2.3", ".", "%eth0", "/64", "é", "fe80", "0:0:0:0"])
+
+
+@settings(max_examples=4000, deadline=None)
+@given(st.one_of(st.lists(_IPV6_PIECES, max_size=14).map("".join),
+                 st.text(alphabet="0123456789abcdefABCDEFg:.%/", max_size=45),
+                 st.integers(0, 2**128 - 1).map(lambda n: __import__("ipaddress").IPv6Address(n).compressed),
+                 st.integers(0, 2**128 - 1).map(lambda n: __import__("ipaddress").IPv6Address(n).exploded)))
+@example("::ffff:1.2.3.4")
+@example("1:2:3:4:5:6:1.2.3.4")
+@example("1:2:3:4:5:6:7::")
+@example("::1:2:3:4:5:6:7")
+@example("1::2::3")
+@example(":1:2:3:4:5:6:7:8")
+def test_ipv6_ok_accepts_what_ipaddress_accepts(text: str) -> None:
+    assert v.ipv6_ok(text) == _ipv6_by_ipaddress(text)

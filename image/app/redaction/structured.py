@@ -352,7 +352,7 @@ _DOB = re.compile(
     rf"(?-i:(?i:{_DATE}))(?!\d)",
 )
 _DOB_DATE = re.compile(_DATE, re.IGNORECASE)
-_DOB_KEYS = ("born", "dob", "d.o.b", "birth", "geboren", "né")
+_DOB_KEYS = ("birth", "born", "dob", "d.o.b", "geboren", "né")  # the commonest first: any() stops there
 # Where _DOB can start: these words (found with str.find, which skips ahead in C; a regex of
 # them is tried at every b, d, g and n) and "née le" (a regex: its spaces vary). Every
 # occurrence, overlapping ones too: a superset of the starts one alternation would find.

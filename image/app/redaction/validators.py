@@ -69,11 +69,59 @@ def ipv4_ok(text: str) -> bool:
 
 
 def ipv6_ok(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
+    """What ipaddress.IPv6Address accepts, by its own rules (8 hextets of 1-4 hex digits, or
+    fewer around one "::", an IPv4 address as the last two), without its exceptions: the library
+    took 6.6 µs a candidate. A scope (%), a prefix (/) or a non-ASCII character: the library."""
+    if not text.isascii() or "%" in text or "/" in text:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            return False
+        return True
+    parts = text.split(":")
+    if len(parts) < 3:
         return False
-    return True
+    if "." in parts[-1]:
+        if not _ipv4_strict(parts.pop()):
+            return False
+        parts += ["0", "0"]  # the IPv4 address counts as two hextets
+    if len(parts) > 9:
+        return False
+    skip = 0  # the index of the empty part that "::" leaves, 0 for none (it is never the first)
+    for i in range(1, len(parts) - 1):
+        if not parts[i]:
+            if skip:
+                return False  # two "::"
+            skip = i
+    if skip:
+        before, after = skip, len(parts) - skip - 1
+        if not parts[0]:
+            before -= 1
+            if before:
+                return False  # a lone leading ":"
+        if not parts[-1]:
+            after -= 1
+            if after:
+                return False  # a lone trailing ":"
+        if before + after > 7:
+            return False  # "::" must stand for at least one hextet
+        hextets = parts[:before] + parts[len(parts) - after :]
+    else:
+        if len(parts) != 8 or not parts[0] or not parts[-1]:
+            return False
+        hextets = parts
+    return all(0 < len(h) <= 4 and _HEX_DIGITS.issuperset(h) for h in hextets)
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _ipv4_strict(text: str) -> bool:
+    """ipaddress.IPv4Address's rules for ASCII text: four decimal octets up to 255, no leading zero."""
+    octets = text.split(".")
+    return len(octets) == 4 and all(
+        o.isdigit() and len(o) <= 3 and (o[0] != "0" or o == "0") and int(o) <= 255 for o in octets
+    )
 
 
 def nanp_ok(ten: str) -> bool:
