@@ -132,6 +132,15 @@ _PHONES = (
 # latter leaves its digits (str.translate runs in C; a regex sub cost twice as much).
 # (re's \s is str.isspace(); the last such character is U+3000.)
 _NOT_DIGITS = dict.fromkeys([*map(ord, "+().-"), *(c for c in range(0x3001) if chr(c).isspace())])
+# The same for an ASCII body, as bytes to delete: bytes.translate deletes in a C loop, where
+# str.translate looks every character up in the dict (0.8 µs a phone candidate).
+_NOT_DIGITS_ASCII = bytes(c for c in _NOT_DIGITS if c < 128)
+
+
+def _digits_of(body: str) -> str:
+    if body.isascii():
+        return body.encode().translate(None, _NOT_DIGITS_ASCII).decode()
+    return body.translate(_NOT_DIGITS)
 
 
 def _phone_ok(m: re.Match[str]) -> bool:
@@ -139,7 +148,7 @@ def _phone_ok(m: re.Match[str]) -> bool:
     ext = m.start("ext")
     if ext != -1:
         body = body[: ext - m.start()]
-    digits = body.translate(_NOT_DIGITS)
+    digits = _digits_of(body)
     if body[0] == "+" or body.startswith("011") or body.startswith("00") and body[2:3] in _NONZERO:
         return 7 <= len(digits) <= 15  # an international prefix: +, 00 then a country code, 011
     if "(" in body:
@@ -180,7 +189,7 @@ _IPV4_SHAPE = re.compile(r"\s*\d{1,3}(?:\.\d{1,3}){3}\s*")
 
 
 def _ipv4_like(s: str) -> bool:
-    return _IPV4_SHAPE.fullmatch(s) is not None
+    return "." in s and _IPV4_SHAPE.fullmatch(s) is not None
 
 
 # ----------------------------------------------------------------------------------------- card
