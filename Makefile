@@ -124,7 +124,7 @@ test-unit: apt venv
 bench: bootstrap
 	cd image && .venv/bin/python ../bench/ssh_status.py
 
-bench-gateway: venv
+bench-gateway: apt venv
 	cd image && .venv/bin/python ../bench/proxy_overhead.py
 
 clean:

@@ -76,17 +76,22 @@ def build(package_dir: Path, force: bool = False) -> bool:
         finally:
             os.chdir(cwd)
         built = Path(tmp, "lib", "app", "redaction")
-        staging = Path(tmp, "native")
-        staging.mkdir()
-        for so in built.glob("*.so"):
-            shutil.copy2(so, staging / so.name)
-        (staging / native.MANIFEST).write_text(json.dumps(expected, indent=1) + "\n")
-        # Swap whole folders: a reader never sees new modules beside an old manifest or the reverse.
+        missing = [f for f in native.built_files() if not (built / f).is_file()]
+        if missing:
+            raise SystemExit(f"mypyc built no {', '.join(missing)} in {built}")
+        # Filled beside the package, then renamed into place: a process that starts meanwhile finds
+        # the old build, none, or the whole new one (never a manifest beside half-copied modules).
+        new = package_dir / f"{native.NATIVE_DIR}.new"
         old = package_dir / f"{native.NATIVE_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
+        for leftover in (new, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        new.mkdir()
+        for name in native.built_files():
+            shutil.copy2(built / name, new / name)
+        (new / native.MANIFEST).write_text(json.dumps(expected, indent=1) + "\n")
         if out.exists():
             out.rename(old)
-        shutil.copytree(staging, out)
+        new.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     return True
 

@@ -218,6 +218,18 @@ def test_dockerfile_installs_no_extras():
     assert not re.search(r"\s(-e|--editable)\s", text), "the image must not use an editable install"
 
 
+def test_dockerfile_checks_import_the_installed_package_not_its_source_copy():
+    """The build stage's WORKDIR holds the source copy of app/: a `python -c` there imports it
+    first (the current directory leads sys.path) unless -P, and a check of the venv's package, or
+    the path the compiled detector is written to, would read the copy the image leaves behind."""
+    runs = " ".join(rest for keyword, rest in dockerfile_instructions(DOCKERFILE) if keyword == "RUN")
+    calls = re.findall(r"python(\s+-\S+)*\s+-c\s+[\"']import[^\"']*\bapp\b", runs)
+    assert calls, "the Dockerfile no longer checks the installed package"
+    unsafe = [m.group(0) for m in re.finditer(r"python((?:\s+-\S+)*)\s+-c\s+[\"']import[^\"']*\bapp\b", runs)
+              if "-P" not in m.group(1).split()]
+    assert not unsafe, f"python -c without -P imports the source copy in WORKDIR: {unsafe}"
+
+
 def test_build_context_holds_the_package_and_keeps_tests_venv_and_caches_out():
     files = build_context()
     assert "pyproject.toml" in files

@@ -25,10 +25,11 @@ REBUILD = "run `make venv` (or: cd image && .venv/bin/python scripts/compile_nat
 # Detector settings whose code paths differ: all entities, an allowlist (no skipping of contained
 # candidates), subsets (outranking spans absent).
 CONFIGS = [
-    {},
-    {"allowlist": ["Main Street", "john@x.io", "10.0.0.1", "4111 1111 1111 1111"]},
-    {"entities": ["CREDIT_CARD", "IBAN", "PHONE"]},
-    {"entities": ["IP_ADDRESS", "MAC_ADDRESS", "ADDRESS"]},
+    {"ner": False},
+    {"ner": False, "allowlist": ["Main Street", "john@x.io", "10.0.0.1", "4111 1111 1111 1111"]},
+    {"ner": False, "entities": ["CREDIT_CARD", "IBAN", "PHONE"]},
+    {"ner": False, "entities": ["IP_ADDRESS", "MAC_ADDRESS", "ADDRESS"]},
+    {},  # with person names: names.py (not compiled) answers the compiled detect
 ]
 _PIECES = [
     "john@x.io", "+1 (415) 555-0132", "4111 1111 1111 1111", "123-45-6789", "SSN 123456789", "10.0.0.1",
@@ -55,7 +56,7 @@ def _texts() -> list[str]:
 
 
 def _spans(texts: list[str]) -> list[list[list[list[object]]]]:
-    return [[[list(s) for s in Detector(ner=False, **cfg).detect(t)] for t in texts] for cfg in CONFIGS]
+    return [[[list(s) for s in Detector(**cfg).detect(t)] for t in texts] for cfg in CONFIGS]  # type: ignore[arg-type]
 
 
 def test_the_app_runs_the_compiled_detector() -> None:
@@ -66,6 +67,7 @@ def test_the_app_runs_the_compiled_detector() -> None:
 
 
 def test_compiled_and_source_detectors_find_the_same_spans(tmp_path: Path) -> None:
+    assert app.redaction.COMPILED, REBUILD  # else both sides below would be the sources
     texts = _texts()
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     probe = (
@@ -115,6 +117,21 @@ def test_a_build_of_other_sources_or_another_python_is_ignored(tmp_path: Path) -
     assert not compiled
     assert "ignoring the compiled redaction detector" in log and "make venv" in log, log
     structured_py.write_text(structured_py.read_text().removesuffix("\n# edited\n"))
+    assert _loaded_from(tmp_path) == (True, "")
+
+    # An edited names.py: mypy read its annotations into the compiled detect.
+    names_py = copy / "names.py"
+    names_py.write_text(names_py.read_text() + "\n# edited\n")
+    assert _loaded_from(tmp_path)[0] is False
+    names_py.write_text(names_py.read_text().removesuffix("\n# edited\n"))
+    assert _loaded_from(tmp_path) == (True, "")
+
+    # A build that lost a module (a copy cut short): never half loaded.
+    shared_lib = next((copy / native.NATIVE_DIR).glob("detection__mypyc*"))
+    shared_lib.rename(tmp_path / shared_lib.name)
+    compiled, log = _loaded_from(tmp_path)
+    assert not compiled and "incomplete" in log, log
+    (tmp_path / shared_lib.name).rename(shared_lib)
     assert _loaded_from(tmp_path) == (True, "")
 
     # A build for another interpreter (its manifest says so).

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 # Compiled together, in one shared library (calls between them stay in C). Not names.py: spaCy
 # does its work, not Python.
 COMPILED_MODULES = ("scan", "validators", "addresses", "structured", "detect")
+# Read by mypy while compiling them: its annotations are checked at run time by the compiled
+# detect (a NameFinder method that returned a tuple would fail there), so an edit to it makes a
+# build stale too.
+TYPED_DEPENDENCIES = ("names",)
 GROUP = "app.redaction.detection"  # the shared library: _native/detection__mypyc<EXT_SUFFIX>
 NATIVE_DIR = "_native"
 MANIFEST = "manifest.json"
@@ -36,8 +40,17 @@ def manifest_for(package_dir: Path) -> dict[str, object]:
     return {
         "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
         "cache_tag": sys.implementation.cache_tag,
-        "sources": {m: hashlib.sha256((package_dir / f"{m}.py").read_bytes()).hexdigest() for m in COMPILED_MODULES},
+        "sources": {
+            m: hashlib.sha256((package_dir / f"{m}.py").read_bytes()).hexdigest()
+            for m in COMPILED_MODULES + TYPED_DEPENDENCIES
+        },
     }
+
+
+def built_files() -> list[str]:
+    """The extension modules a build holds: one per compiled module and the shared library."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    return [f"{m}{suffix}" for m in COMPILED_MODULES] + [f"{GROUP.rsplit('.', 1)[1]}__mypyc{suffix}"]
 
 
 def native_dir(package_dir: Path) -> str | None:
@@ -52,10 +65,10 @@ def native_dir(package_dir: Path) -> str | None:
     except (OSError, ValueError) as exc:
         log.warning("ignoring the compiled redaction detector in %s (%s): running the .py files", folder, exc)
         return None
-    if recorded != manifest_for(package_dir):
+    if recorded != manifest_for(package_dir) or not all((folder / f).is_file() for f in built_files()):
         log.warning(
-            "ignoring the compiled redaction detector in %s: built from other sources or for another Python "
-            "(rebuild: make venv, or python scripts/compile_native.py); running the .py files", folder,
+            "ignoring the compiled redaction detector in %s: built from other sources or for another Python, "
+            "or incomplete (rebuild: make venv, or python scripts/compile_native.py); running the .py files", folder,
         )
         return None
     return str(folder)

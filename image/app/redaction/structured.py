@@ -356,7 +356,7 @@ _DATE = (
     rf"|{_MONTH}\s+\d{{4}})"
 )
 _DOB = re.compile(
-    r"(?i:\b(?:born|d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|birthday|geboren|n[ée]e?\s+le)\b)"
+    r"(?i:\b(?P<key>born|d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|birthday|geboren|n[ée]e?\s+le)\b)"
     r"(?=[^\n\d]{0,40}\d)[^\n\d]{0,24}?"
     rf"(?-i:(?i:{_DATE}))(?!\d)",
 )
@@ -375,8 +375,10 @@ def _dobs(t: Text) -> Iterator[Finding]:
         return
     found = _DOB.finditer(text) if t.low is None else v.matches_from(text, _DOB, _dob_starts(t.low))
     for m in found:
-        # The span is the date only: "born on" stays readable for the model.
-        d = _DOB_DATE.search(text, m.start(), m.end())
+        # The span is the date only: "born on" stays readable for the model. The date is looked
+        # for after the keyword (no date can start inside one: none holds a digit or a month's
+        # name), not from its first letter: each position costs the whole date alternation.
+        d = _DOB_DATE.search(text, m.end("key"), m.end())
         if d is not None:
             yield d.start(), m.end(), "DATE_OF_BIRTH"
 
