@@ -105,7 +105,10 @@ def test_a_start_answers_pulling_at_once_progress_rises_then_it_runs(app, sim_cl
     after = wait_until(pulled, 60, interval=0.3, message="the pull to end")
     fractions = [p["fraction"] for p in seen]
     assert fractions == sorted(fractions), fractions
-    assert len({f for f in fractions if 0 < f < 1}) >= 3, fractions  # seen rising, not just 0 then done
+    # Seen rising, not just 0 then done: two distinct values between. (The simulated layers sit at
+    # 2/6 and 4/6 for 1.6 s each but at 1/6, 3/6 and 5/6 for only 0.4 s, which a poll on a busy
+    # machine can miss: a fresh-machine rehearsal saw 0.3333 and 0.6667 alone.)
+    assert len({f for f in fractions if 0 < f < 1}) >= 2, fractions
     assert {p["layers_total"] for p in seen if p["layers_total"]} == {3}
     assert after["state"] in ("starting", "running"), (after["detail"], after["pull"])
 
