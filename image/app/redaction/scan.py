@@ -25,6 +25,8 @@ from functools import cache
 from itertools import accumulate, chain
 from operator import add
 
+from .validators import HEX_DIGITS
+
 # Stand-ins for the characters above U+00FF, one per class that the patterns tell apart: a
 # decimal digit (re's \d), another word character (\w, but not in [A-Za-z0-9]), whitespace (\s,
 # but neither " " nor "\t"), anything else. The sentinel is "anything else" too.
@@ -156,7 +158,7 @@ def _token_table() -> bytes:
 @cache
 def _hex_table() -> bytes:
     return bytes(
-        ord("h") if chr(b) in "0123456789abcdefABCDEF" else b if chr(b) in ":-." else ord(" ") for b in range(256)
+        ord("h") if chr(b) in HEX_DIGITS else b if chr(b) in ":-." else ord(" ") for b in range(256)
     )
 _LONG_RUN_AFTER_BLANK = b" " + b"x" * _LONG_RUN
 _POSTCODE = re.compile(rb"A(?<![a0A-]A)A?0")  # literal first: re jumps to each "A"

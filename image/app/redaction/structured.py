@@ -77,7 +77,6 @@ class Covered:
         return end <= self._end
 
 
-
 # ---------------------------------------------------------------------------------------- email
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _EMAIL = re.compile(
@@ -296,14 +295,13 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.].)[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f]{0,4
 # hex digits after its start. _IPV6 starts with a hex digit: re would try it at every letter a-f
 # and every digit; this hint starts with a literal, which re finds as fast as str.find.
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _ipv6_starts(text: str) -> Iterator[int]:
     """Ascending positions where an _IPV6 match can start: the hex run before each hint's colon."""
     for m in _IPV6_HINT.finditer(text):
         colon = start = m.start()
-        while start > 0 and colon - start < 4 and text[start - 1] in _HEX:
+        while start > 0 and colon - start < 4 and text[start - 1] in v.HEX_DIGITS:
             start -= 1
         yield start
 

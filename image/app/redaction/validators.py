@@ -110,10 +110,10 @@ def ipv6_ok(text: str) -> bool:
         if len(parts) != 8 or not parts[0] or not parts[-1]:
             return False
         hextets = parts
-    return all(0 < len(h) <= 4 and _HEX_DIGITS.issuperset(h) for h in hextets)
+    return all(0 < len(h) <= 4 and HEX_DIGITS.issuperset(h) for h in hextets)
 
 
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")  # also read by scan.py and structured.py
 
 
 def _ipv4_strict(text: str) -> bool:
